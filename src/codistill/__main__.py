@@ -1,0 +1,3 @@
+from codistill.run import main
+
+main()

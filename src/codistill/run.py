@@ -1,0 +1,182 @@
+"""The Hydra entry point: one run = one (teacher, student, method, dataset).
+
+    codistill experiment=demo
+    codistill -m experiment=smoke seed=0,1
+
+Stages: validate config -> load problems -> the method builds a training set (teacher or
+student sampling, sandboxed filtering) -> Lightning trains the student -> pass@k
+evaluation -> metrics.json + W&B.  Heavy libraries are imported only after the config
+has been validated, so a bad value fails in about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from codistill.config import ConfigError, register_configs, validate
+
+log = logging.getLogger("codistill")
+register_configs()
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, default=str, sort_keys=True))
+    tmp.replace(run_dir / "metrics.json")
+
+
+def job_name(cfg: DictConfig) -> str:
+    try:
+        overrides = HydraConfig.get().overrides.task
+    except ValueError:
+        overrides = []
+    short = [o for o in overrides if not o.startswith(("experiment=", "hydra."))]
+    return f"{cfg.experiment_name}" + (f"[{','.join(short)}]" if short else "")
+
+
+def results_table(metrics: dict) -> str:
+    """A short, human-readable summary of one run."""
+    rows = [("run", f"{metrics.get('method')}: {metrics.get('teacher')} -> {metrics.get('student')} "
+                    f"on {metrics.get('dataset')}")]
+    if "eval_base/pass@1" in metrics:
+        rows.append(("base student pass@1", f"{metrics['eval_base/pass@1']:.3f}"))
+    for k in sorted(k for k in metrics if k.startswith("eval/pass@")):
+        rows.append((f"trained student {k[5:]}" if metrics.get("method") != "none" else f"student {k[5:]}",
+                     f"{metrics[k]:.3f}"))
+    if "data/n_kept" in metrics:
+        rows.append(("data kept", f"{metrics['data/n_kept']} examples"
+                     + (f" from {metrics['data/n_samples']} samples, {metrics.get('data/problems_solved', 0)}"
+                        f"/{metrics.get('data/n_problems', 0)} problems solved" if "data/n_samples" in metrics else "")))
+    if metrics.get("train/tokens_per_s"):
+        rows.append(("training", f"{metrics.get('train/steps')} steps, {metrics['train/tokens_per_s']:.0f} tokens/s"))
+    rows.append(("time", f"{metrics.get('time/total_s', 0):.1f} s"))
+    rows.append(("status", str(metrics.get("status"))))
+    w = max(len(a) for a, _ in rows)
+    return "\n".join(f"  {a:<{w}}  {b}" for a, b in rows)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run every stage; always leaves a metrics.json with status ok or failed."""
+    t0 = time.perf_counter()
+    rc = validate(cfg)  # raises ConfigError naming the key; nothing loaded yet
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {"status": "running", "method": rc.method.name, "teacher": rc.teacher.name,
+                     "student": rc.student.name, "dataset": rc.dataset.name, "seed": rc.seed,
+                     "experiment": rc.experiment_name, "run_dir": str(run_dir)}
+    write_metrics(run_dir, metrics)
+    loggers: list = []
+    try:
+        import pytorch_lightning as pl
+        import torch
+
+        from codistill.datasets import load_problems
+        from codistill.evaluation import evaluate
+        from codistill.execution import isolation_info
+        from codistill.methods import RunContext, build_method
+        from codistill.tasks import build_task
+        from codistill.tracking import log_metrics, make_loggers
+        from codistill.training import train_student
+
+        pl.seed_everything(rc.seed, workers=True, verbose=False)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        metrics["execution/isolation"] = isolation_info().get("level")
+        task = build_task(rc.dataset.task, rc.task)
+        train, test = load_problems(rc.dataset)
+        if rc.eval.max_problems is not None:
+            test = test[:rc.eval.max_problems]
+        metrics.update({"data/n_train_problems": len(train), "data/n_test_problems": len(test)})
+        loggers = make_loggers(rc, run_dir, OmegaConf.to_container(cfg, resolve=True),
+                               name=job_name(cfg), group=rc.experiment_name)
+        ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
+                         cache_dir=os.path.expanduser(rc.cache_dir),
+                         log_metrics=lambda m: log_metrics(loggers, m))
+        method = build_method(rc)
+
+        if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":
+            model, tok, sid = ctx.load("student")
+            base = evaluate(model, tok, task, test, rc, run_dir=run_dir, model_id=sid, cache_root=ctx.cache_dir,
+                            samples_file="eval_base_samples.jsonl")
+            metrics.update({k.replace("eval/", "eval_base/"): v for k, v in base.items()})
+            ctx.release("student")
+
+        log.info("stage: %s builds the training set", method.name)
+        result = method.build(ctx)
+        metrics.update(result.metrics)
+        log_metrics(loggers, result.metrics)
+
+        if result.pairs:
+            log.info("stage: training the student on %d examples", len(result.pairs))
+            model, tok, _ = ctx.load("student", for_training=True)
+            stats = train_student(model, tok, result.pairs, rc, run_dir, loggers)
+            stats.pop("_is_global_zero", None)
+            metrics.update(stats)
+            if rc.train.save_student:
+                model.save_pretrained(run_dir / "student", safe_serialization=True)
+                tok.save_pretrained(run_dir / "student")
+            model.eval()
+            student_id = None  # a trained student has no cache identity
+        else:
+            if result.pairs is not None:
+                log.warning("the method kept no training examples: the student is evaluated untrained")
+                metrics["train/skipped"] = "no training examples"
+            model, tok, student_id = ctx.load("student")
+
+        if rc.eval.enabled:
+            log.info("stage: evaluating the student on %d problems", len(test))
+            from codistill.models import resolve_dtype
+
+            model.to(resolve_dtype(rc.student.dtype))
+            ev = evaluate(model, tok, task, test, rc, run_dir=run_dir, model_id=student_id,
+                          cache_root=ctx.cache_dir)
+            metrics.update(ev)
+            log_metrics(loggers, ev)
+        metrics["status"] = "ok"
+    except Exception as e:
+        metrics["status"] = "failed"
+        metrics["error"] = f"{type(e).__name__}: {e}"
+        metrics["traceback"] = traceback.format_exc(limit=20)
+        raise
+    finally:
+        metrics["time/total_s"] = round(time.perf_counter() - t0, 2)
+        write_metrics(run_dir, metrics)
+        if loggers:
+            from codistill.tracking import finish
+
+            finish(loggers, {k: v for k, v in metrics.items() if k != "traceback"})
+    return metrics
+
+
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("print_config"):
+        print(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        metrics = run(cfg, run_dir)
+    except ConfigError as e:
+        log.error("invalid config: %s", e)
+        raise
+    print(f"\nresults ({run_dir}):\n{results_table(metrics)}\n", flush=True)
+    return metrics.get("eval/pass@1")
+
+
+def main() -> None:
+    """Console script ``codistill``: Hydra overrides on the command line."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Tasks: how a problem becomes a prompt, and how a completion is checked."""
+
+from codistill.tasks.base import Problem, Prompt, Task, cut_at_stops
+
+
+def build_task(task_name: str, task_cfg) -> Task:
+    """The task object for ``dataset.task`` with the options of ``task:``."""
+    if task_name == "gsm":
+        from codistill.tasks.gsm import GSMTask
+
+        return GSMTask(task_cfg.prompt_style, abs_tol=task_cfg.abs_tol, rel_tol=task_cfg.rel_tol,
+                       exemplars_file=task_cfg.exemplars_file)
+    raise ValueError(f"dataset.task: no task named {task_name!r} (known: gsm)")
+
+
+__all__ = ["Problem", "Prompt", "Task", "build_task", "cut_at_stops"]

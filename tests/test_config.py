@@ -1,0 +1,43 @@
+import subprocess
+import sys
+import time
+
+import pytest
+
+from codistill.config import ConfigError, validate
+
+
+def test_defaults_validate(compose):
+    rc = validate(compose())
+    assert rc.method.name == "ekt" and rc.dataset.name == "gsm_symbolic"
+    assert rc.teacher.source == "packaged_gguf"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.lr=-1", "train.lr"),
+    ("train.epochs=0", "train.epochs"),
+    ("method.sampling.top_p=1.5", "method.sampling.top_p"),
+    ("method.keep=all", "method.keep"),
+    ("eval.k=[1,10]", "eval.k"),
+    ("dataset.test_seed=1", "dataset.train_seed"),
+    ("task.prompt_style=cot", "task.prompt_style"),
+    ("trainer.precision=bf17", "trainer.precision"),
+])
+def test_bad_values_name_the_key(compose, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose(override))
+
+
+def test_wrong_type_fails_at_composition(compose):
+    with pytest.raises(Exception, match="train.epochs|epochs"):
+        validate(compose("train.epochs=many"))
+
+
+def test_cli_rejects_bad_value_fast(tmp_path):
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "codistill", "experiment=smoke", "train.lr=-1",
+                        f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - t0
+    assert p.returncode != 0
+    assert "train.lr" in p.stderr + p.stdout
+    assert elapsed < 10, elapsed  # the config is checked before torch or any model is imported
