@@ -216,6 +216,7 @@ class TrainConfig:
     mask_prompt: bool = False
     num_workers: int = 0
     save_student: bool = True  # save the trained student (transformers format) under <run>/student
+    checkpoint_every_n_epochs: int = 1  # Lightning checkpoint (weights + optimizer) for resuming; 0 = none
 
     def check(self, key: str) -> None:
         _check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
@@ -226,6 +227,7 @@ class TrainConfig:
         _check(self.grad_accum >= 1, f"{key}.grad_accum", "must be >= 1")
         _check(self.max_seq_len >= 16, f"{key}.max_seq_len", "must be >= 16")
         _check(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0 (0 disables clipping)")
+        _check(self.checkpoint_every_n_epochs >= 0, f"{key}.checkpoint_every_n_epochs", "must be >= 0")
 
 
 @dataclass
@@ -236,7 +238,7 @@ class TrainerConfig:
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "bf16-mixed"
+    precision: str = "auto"  # auto: bf16-mixed where bf16 is fast (CUDA, CPUs with AVX512-BF16/AMX), else 32-true
     log_every_n_steps: int = 5
     max_steps: int = -1
     enable_progress_bar: bool = True
@@ -244,7 +246,7 @@ class TrainerConfig:
     def check(self, key: str) -> None:
         _choice(self.accelerator, f"{key}.accelerator", ("cpu", "gpu", "cuda", "auto", "mps"))
         _choice(self.precision, f"{key}.precision",
-                ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true"))
+                ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true"))
         _check(self.num_nodes >= 1, f"{key}.num_nodes", "must be >= 1")
 
 

@@ -50,7 +50,7 @@ def results_table(metrics: dict) -> str:
                     f"on {metrics.get('dataset')}")]
     if "eval_base/pass@1" in metrics:
         rows.append(("base student pass@1", f"{metrics['eval_base/pass@1']:.3f}"))
-    for k in sorted(k for k in metrics if k.startswith("eval/pass@")):
+    for k in sorted(k for k in metrics if k.startswith("eval/pass@") and k != "eval/pass@1_greedy"):
         rows.append((f"trained student {k[5:]}" if metrics.get("method") != "none" else f"student {k[5:]}",
                      f"{metrics[k]:.3f}"))
     if "data/n_kept" in metrics:
@@ -104,7 +104,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":
             model, tok, sid = ctx.load("student")
-            base = evaluate(model, tok, task, test, rc, run_dir=run_dir, model_id=sid, cache_root=ctx.cache_dir,
+            base = evaluate(model, tok, task, test, rc, run_dir=run_dir,
+                            model_id=sid if rc.generation.use_cache else None, cache_root=ctx.cache_dir,
                             samples_file="eval_base_samples.jsonl")
             metrics.update({k.replace("eval/", "eval_base/"): v for k, v in base.items()})
             ctx.release("student")
@@ -130,6 +131,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 log.warning("the method kept no training examples: the student is evaluated untrained")
                 metrics["train/skipped"] = "no training examples"
             model, tok, student_id = ctx.load("student")
+            student_id = student_id if rc.generation.use_cache else None
 
         if rc.eval.enabled:
             log.info("stage: evaluating the student on %d problems", len(test))

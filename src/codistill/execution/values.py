@@ -43,6 +43,14 @@ def to_plain(value):
     """Return ``value`` as plain JSON-compatible data or raise :class:`NotJSONSafe`."""
     count = [0]
 
+    def conv_dict(x, depth):
+        out = {}
+        for k, v in dict.items(x):
+            if type(k) is not str:
+                raise NotJSONSafe(f"entry returned a dict with a non-str key of type {type(k).__name__}")
+            out[k] = conv(v, depth + 1)
+        return out
+
     def conv(x, depth):
         count[0] += 1
         if count[0] > MAX_ITEMS:
@@ -55,12 +63,7 @@ def to_plain(value):
         if t is list or t is tuple:
             return [conv(i, depth + 1) for i in x]
         if t is dict:
-            out = {}
-            for k, v in dict.items(x):
-                if type(k) is not str:
-                    raise NotJSONSafe(f"entry returned a dict with a non-str key of type {type(k).__name__}")
-                out[k] = conv(v, depth + 1)
-            return out
+            return conv_dict(x, depth)
         # subclasses and numeric look-alikes, converted through base-class methods
         if isinstance(x, str):
             return str.__str__(x)
@@ -75,12 +78,7 @@ def to_plain(value):
         if isinstance(x, tuple):
             return [conv(i, depth + 1) for i in tuple.__iter__(x)]
         if isinstance(x, dict):
-            out = {}
-            for k, v in dict.items(x):
-                if type(k) is not str:
-                    raise NotJSONSafe(f"entry returned a dict with a non-str key of type {type(k).__name__}")
-                out[k] = conv(v, depth + 1)
-            return out
+            return conv_dict(x, depth)
         raise NotJSONSafe(f"entry returned non-JSON-safe value of type {t.__name__}")
 
     return conv(value, 0)

@@ -165,18 +165,6 @@ class Worker:
             cleanup.kill_uid(self.uid, self.gid)
             cleanup.kill_descendants()
 
-    def kill_descendants(self) -> int:
-        """Kill what the program left running; returns how many processes were found."""
-        if self.pid_ns:
-            return cleanup.kill_all_in_pid_namespace()
-        return cleanup.kill_descendants()
-
-    def kill_uid_leftovers(self) -> None:
-        """Belt and braces after an abnormal end: every process of the slot uid, wherever it is."""
-        if self.uid is not None and not self.pid_ns:
-            cleanup.kill_uid(self.uid, self.gid)
-            cleanup.kill_descendants()
-
     def kill_leftovers(self, abnormal: bool) -> None:
         self.kill_descendants()
         if abnormal:

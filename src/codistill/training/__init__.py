@@ -14,16 +14,30 @@ from codistill.training.module import StudentLM, param_groups, warmup_linear
 log = logging.getLogger(__name__)
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> ``bf16-mixed`` where bf16 arithmetic is fast, else ``32-true``."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    from codistill.models import cpu_bf16_ok
+
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_bf16_ok() else "32-true"
+
+
 def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int) -> pl.Trainer:
     t = cfg.trainer
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                           every_n_epochs=1, save_on_train_epoch_end=True)
+    every = cfg.train.checkpoint_every_n_epochs
+    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                 every_n_epochs=every, save_on_train_epoch_end=True)] if every else []
     return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, max_epochs=max_epochs, max_steps=t.max_steps,
+        precision=resolve_precision(t.precision, t.accelerator), max_epochs=max_epochs, max_steps=t.max_steps,
         accumulate_grad_batches=cfg.train.grad_accum,
         gradient_clip_val=cfg.train.grad_clip or None, log_every_n_steps=t.log_every_n_steps,
-        logger=loggers or False, callbacks=[ckpt], enable_progress_bar=t.enable_progress_bar,
+        logger=loggers or False, callbacks=callbacks, enable_checkpointing=bool(every), enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False, default_root_dir=str(run_dir), num_sanity_val_steps=0,
     )
 
