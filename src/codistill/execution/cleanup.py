@@ -205,13 +205,49 @@ def remove_owned(dirs: list[str] | tuple[str, ...], uid: int, skip: frozenset[st
     return removed
 
 
+def mount_points(under: str) -> set[str]:
+    """Mount points strictly below ``under`` (from /proc/self/mountinfo)."""
+    base = under.rstrip("/") + "/"
+    out = set()
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4].replace("\\040", " ")
+                if mp.startswith(base):
+                    out.add(mp)
+    except OSError:
+        pass
+    return out
+
+
 def clear_dir(d: str, skip: frozenset[str] = frozenset()) -> None:
-    """Remove everything inside ``d`` (used for the private /tmp of a bwrap sandbox)."""
+    """Remove everything inside ``d`` (used for the private /tmp of a bwrap sandbox).
+
+    Mount points below ``d`` are left alone: when the checkout or its virtualenv lives under
+    /tmp, bwrap binds them read-only into the private /tmp, and walking them would cost
+    seconds per program (and is none of the program's doing).  Directories leading to a
+    mount point are emptied of everything else.
+    """
+    mounts = mount_points(d)
+    protected = set(mounts)
+    for mp in mounts:  # the directories bwrap created on the way to each mount point
+        parent = os.path.dirname(mp)
+        while parent.startswith(d.rstrip("/") + "/"):
+            protected.add(parent)
+            parent = os.path.dirname(parent)
+    _clear(d, skip, mounts, protected)
+
+
+def _clear(d: str, skip: frozenset[str], mounts: set[str], protected: set[str]) -> None:
     try:
         names = os.listdir(d)
     except OSError:
         return
     for n in names:
         p = os.path.join(d, n)
-        if p not in skip:
+        if p in skip or p in mounts:
+            continue
+        if p in protected:
+            _clear(p, skip, mounts, protected)
+        else:
             remove_path(p)
