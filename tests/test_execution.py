@@ -352,3 +352,23 @@ def test_pass_at_k_large_n_stable():
         assert 0.0 <= got <= 1.0
     assert pass_at_k(10_000, 1, 1) == pytest.approx(1e-4, rel=1e-12)
     assert pass_at_k(100_000, 5, 1) == pytest.approx(5e-5, rel=1e-12)
+
+
+def test_caller_with_tmp_on_sys_path_keeps_private_tmp(tmp_path):
+    """A script run from /tmp puts /tmp on sys.path; the sandbox must still get a private,
+    writable /tmp (regression: the host /tmp was bound read-only over it and nothing ran)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, '/tmp')\n"
+        "from codistill.execution import run_programs, Program\n"
+        "r = run_programs([Program(\"import os\\nopen('/tmp/x', 'w').write('1')\\nv = sorted(os.listdir('/tmp'))\","
+        " entry='v')], timeout_s=10)[0]\n"
+        "print(r.status, r.value)\n")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    status, _, rest = p.stdout.strip().partition(" ")
+    assert status == "passed", p.stdout + p.stderr
+    if rest.startswith("["):
+        assert "caller.py" not in rest  # the host's /tmp is not what the program sees

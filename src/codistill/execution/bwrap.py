@@ -65,8 +65,13 @@ def bwrap_args(binary: str) -> list[str]:
             args += ["--ro-bind", "/dev/null", h]
         hidden.append(h)
     hidden.append("/tmp")
-    for p in _needed_paths():
-        if any(p == h or p.startswith(h.rstrip("/") + "/") for h in hidden):
+    for p in _needed_paths(exclude=set(hidden)):
+        # bind back what the interpreter needs from *below* a hidden or private root; never a
+        # root itself (a script run from /tmp puts /tmp on sys.path: binding it would replace the
+        # private /tmp with the host's, read-only)
+        if p in hidden:
+            continue
+        if any(p.startswith(h.rstrip("/") + "/") for h in hidden):
             args += ["--ro-bind", p, p]
     return args
 
@@ -75,17 +80,16 @@ HIDDEN_PATHS = ("/root", "/home", "/etc/shadow", "/etc/gshadow", "/run/secrets",
                 "/etc/ssh", "/run/user")
 
 
-def _needed_paths() -> list[str]:
+def _needed_paths(exclude: set[str] = frozenset()) -> list[str]:
     cands = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.realpath(sys.executable)), _package_root()]
     cands += [p for p in sys.path if p and os.path.isdir(p)]
-    real = sorted({os.path.realpath(p) for p in cands if p and os.path.exists(p)})
+    real = sorted({os.path.realpath(p) for p in cands if p and os.path.exists(p)} - set(exclude))
     out: list[str] = []
     for p in real:  # sorted: a parent comes before its children
         if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
             out.append(p)
     return out
-    return args
 
 
 def worker_command(binary: str, extra: list[str]) -> list[str]:
