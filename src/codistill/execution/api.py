@@ -26,8 +26,12 @@ ISOLATION_ENV = "CODISTILL_EXEC_ISOLATION"  # force what "auto" resolves to ("pr
 STATUSES = ("passed", "failed", "timeout", "error", "killed")
 PIPELINE_DEPTH = 2
 def default_workers() -> int:
-    """Two per core (capped at 16): a worker spends much of its time in fork/exit/wait syscalls."""
-    return max(1, min(16, 2 * (os.cpu_count() or 1)))
+    """One per core, at least 2, at most 16.
+
+    Measured on 2 quiet cores (bwrap level, HumanEval canonical programs): 2 workers 300/s,
+    4 workers 264/s, 8 workers 245/s; trivial programs ~400/s whatever the count.
+    """
+    return max(2, min(16, os.cpu_count() or 1))
 
 
           # jobs queued per worker, so it never waits for the next one

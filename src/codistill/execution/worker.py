@@ -24,11 +24,11 @@ import time
 # Modules a typical benchmark program imports; loaded once here so that each forked child
 # finds them already in sys.modules (faster, and available even when the unprivileged uid
 # could not read the interpreter's files).
+# A lean list: every pre-imported module enlarges the worker, and each fork copies its page
+# tables.  Measured (2 cores, bwrap, HumanEval canonical programs): the full stdlib list of 37
+# modules 270/s, these 9 modules 297/s, none 302/s (but GSM-style programs 461/s vs 395/s).
 PREIMPORT = (
-    "abc array base64 binascii bisect calendar cmath collections collections.abc contextlib copy "
-    "dataclasses datetime decimal enum fractions functools hashlib heapq io itertools json math "
-    "numbers operator pprint queue random re statistics string struct textwrap time types typing "
-    "unicodedata weakref"
+    "bisect collections functools heapq itertools math re string typing"
 ).split()
 
 from . import cleanup, limits, protocol  # noqa: E402
