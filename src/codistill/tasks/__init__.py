@@ -10,7 +10,11 @@ def build_task(task_name: str, task_cfg) -> Task:
 
         return GSMTask(task_cfg.prompt_style, abs_tol=task_cfg.abs_tol, rel_tol=task_cfg.rel_tol,
                        exemplars_file=task_cfg.exemplars_file)
-    raise ValueError(f"dataset.task: no task named {task_name!r} (known: gsm)")
+    if task_name == "humaneval":
+        from codistill.tasks.humaneval import HumanEvalTask
+
+        return HumanEvalTask()
+    raise ValueError(f"dataset.task: no task named {task_name!r} (known: gsm, humaneval)")
 
 
 __all__ = ["Problem", "Prompt", "Task", "build_task", "cut_at_stops"]
