@@ -16,7 +16,7 @@ def test_defaults_validate(compose):
 @pytest.mark.parametrize("override,key", [
     ("train.lr=-1", "train.lr"),
     ("train.epochs=0", "train.epochs"),
-    ("method.sampling.top_p=1.5", "method.sampling.top_p"),
+    ("sampling.top_p=1.5", "sampling.top_p"),
     ("method.keep=all", "method.keep"),
     ("eval.k=[1,10]", "eval.k"),
     ("dataset.test_seed=1", "dataset.train_seed"),

@@ -71,7 +71,7 @@ def test_sweep_writes_one_directory_and_wandb_run_per_job(tmp_path, cache):
 def test_killed_run_resumes_without_regenerating(tmp_path):
     cache = tmp_path / "cache"
     args = [sys.executable, "-m", "codistill", "experiment=smoke", "eval.enabled=false", "logger=csv",
-            "generation.batch_size=1", "method.sampling.max_new_tokens=48"]
+            "generation.batch_size=1", "sampling.max_new_tokens=48"]
     env = dict(os.environ, CODISTILL_CACHE=str(cache))
     proc = subprocess.Popen(args + [f"hydra.run.dir={tmp_path}/first"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -144,8 +144,8 @@ def test_ekt_keeps_only_correct_teacher_programs_and_trains_on_them(tmp_path):
     run_dir = tmp_path / "run"
     p = run_cli(["experiment=smoke", "teacher=smollm2-135m-instruct", "dataset=gsm8k",
                  f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
-                 "dataset.train_size=null", "dataset.test_size=null", "task.num_shots=2", "method.sampling.n=2", "method.sampling.temperature=0.7",
-                 "method.sampling.max_new_tokens=64", "method.keep=unique", "generation.batch_size=16",
+                 "dataset.train_size=null", "dataset.test_size=null", "task.num_shots=2", "sampling.n=2", "sampling.temperature=0.7",
+                 "sampling.max_new_tokens=64", "method.keep=unique", "generation.batch_size=16",
                  "train.epochs=2", "train.save_student=true", "logger=csv", f"hydra.run.dir={run_dir}"],
                 cwd=tmp_path, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -193,3 +193,22 @@ def test_wheel_ships_configs_and_runs_outside_the_repo(tmp_path):
                         f"hydra.run.dir={tmp_path}/r"], env=env, cwd=tmp_path, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode != 0 and "train.epochs" in p.stdout + p.stderr  # composed from the wheel's configs
+
+
+def test_base_student_on_a_humaneval_split(tmp_path, cache):
+    """method=none on HumanEval: the split is recorded, samples are executed against the hidden tests."""
+    run_dir = tmp_path / "run"
+    p = run_cli(["experiment=smoke", "method=none", "dataset=humaneval", "dataset.test_size=3",
+                 "dataset.train_size=0", "eval.n_samples=0", "eval.k=[1]", "logger=csv",
+                 f"hydra.run.dir={run_dir}"], cwd=tmp_path, env={"CODISTILL_CACHE": str(cache)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["dataset"] == "humaneval"
+    assert m["data/split"] == "test=HumanEval/0..2 (3) train=none (0)"
+    assert "split" in p.stdout and "HumanEval/0..2" in p.stdout
+    rows = read_jsonl(run_dir / "eval_samples.jsonl")
+    assert [r["problem_id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    for r in rows:
+        [s] = r["samples"]
+        assert s["program"].startswith("from typing import List") or s["program"].startswith("\n") or "def " in s["program"]
+        assert s["passed"] is False and s["status"] in ("error", "failed", "timeout", "killed")  # random weights

@@ -136,7 +136,7 @@ class TaskConfig:
     memory_mb: int = 1024
 
     def check(self, key: str) -> None:
-        _choice(self.prompt_style, f"{key}.prompt_style", ("pal", "mathqa", "complete"))
+        _choice(self.prompt_style, f"{key}.prompt_style", ("pal", "mathqa"))
         _check(self.num_shots >= 0, f"{key}.num_shots", "must be >= 0")
         _check(self.abs_tol >= 0 and self.rel_tol >= 0, f"{key}.abs_tol", "tolerances must be >= 0")
         _check(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
@@ -191,12 +191,10 @@ class NoneMethodConfig(MethodConfig):
 @dataclass
 class EKTConfig(MethodConfig):
     name: str = "ekt"
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8, temperature=0.6, max_new_tokens=256))
     keep: str = "first"  # first | unique
     max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
 
     def check(self, key: str) -> None:
-        self.sampling.check(f"{key}.sampling")
         _choice(self.keep, f"{key}.keep", ("first", "unique"))
         _check(self.max_per_problem is None or self.max_per_problem >= 1, f"{key}.max_per_problem",
                "must be >= 1 or null")
@@ -299,6 +297,9 @@ class RunConfig:
     generation: GenerationConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
+    # how training programs are sampled (by the teacher, or the student when it teaches itself);
+    # shared by every method, so an experiment can size it whatever the method
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8, temperature=0.6, max_new_tokens=256))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
@@ -350,6 +351,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     method.check("method")
     rest.dataset.check("dataset")
     rest.task.check("task")
+    rest.sampling.check("sampling")
     rest.generation.check("generation")
     rest.trainer.check("trainer")
     rest.logger.check("logger")

@@ -48,6 +48,8 @@ def results_table(metrics: dict) -> str:
     """A short, human-readable summary of one run."""
     rows = [("run", f"{metrics.get('method')}: {metrics.get('teacher')} -> {metrics.get('student')} "
                     f"on {metrics.get('dataset')}")]
+    if "data/split" in metrics:
+        rows.append(("split", metrics["data/split"]))
     if "eval_base/pass@1" in metrics:
         rows.append(("base student pass@1", f"{metrics['eval_base/pass@1']:.3f}"))
     for k in sorted(k for k in metrics if k.startswith("eval/pass@") and k != "eval/pass@1_greedy"):
@@ -95,6 +97,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if rc.eval.max_problems is not None:
             test = test[:rc.eval.max_problems]
         metrics.update({"data/n_train_problems": len(train), "data/n_test_problems": len(test)})
+        if rc.dataset.name == "humaneval":
+            from codistill.datasets.humaneval import describe_split
+
+            metrics["data/split"] = describe_split(train, test)
+            if len(test) != 164:
+                log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
         loggers = make_loggers(rc, run_dir, OmegaConf.to_container(cfg, resolve=True),
                                name=job_name(cfg), group=rc.experiment_name)
         ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,

@@ -15,7 +15,11 @@ def load_problems(cfg) -> tuple[list[Problem], list[Problem]]:
         from codistill.datasets.gsm_symbolic import load_gsm_symbolic
 
         return load_gsm_symbolic(cfg)
-    raise ValueError(f"dataset.name: no loader for {cfg.name!r} (known: gsm8k, gsm_symbolic)")
+    if cfg.name == "humaneval":
+        from codistill.datasets.humaneval import load_humaneval
+
+        return load_humaneval(cfg)
+    raise ValueError(f"dataset.name: no loader for {cfg.name!r} (known: gsm8k, gsm_symbolic, humaneval)")
 
 
 def take(problems: list[Problem], size: int | None) -> list[Problem]:

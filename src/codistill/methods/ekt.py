@@ -9,6 +9,7 @@ passing program (after normalisation).  The student is fine-tuned on the kept
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from codistill.generation import generate
@@ -41,9 +42,7 @@ class EKT(Method):
         cfg, m = ctx.cfg, self.cfg
         teacher, t_tok, t_id = ctx.load("teacher")
         prompts = [ctx.task.render(p, t_tok, chat=cfg.teacher.chat, shots=cfg.task.num_shots) for p in ctx.train]
-        sampling = m.sampling
-        if not sampling.stop:
-            sampling.stop = list(ctx.task.stop)
+        sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
         backend = HFBackend(teacher, t_tok, batch_size=cfg.generation.batch_size, desc="teacher")
         comps, gstats = generate(backend, [p.text for p in prompts], sampling, seed=cfg.seed,
                                  model_id=t_id if cfg.generation.use_cache else None, cache_root=ctx.cache_dir)
