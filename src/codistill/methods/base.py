@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from abc import ABC, abstractmethod
 import json
 import logging
 from dataclasses import dataclass, field
@@ -62,11 +63,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-class Method:
+class Method(ABC):
     name = "method"
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg  # this method's config (cfg.method)
 
+    @abstractmethod
     def build(self, ctx: RunContext) -> MethodResult:
-        raise NotImplementedError
+        """The training set (and data figures) this method makes from ``ctx``."""
