@@ -14,7 +14,7 @@ import pytest
 
 from codistill import execution
 from codistill.execution import ExecResult, ExecutionPool, Program, isolation_info, pass_at_k, run_programs
-from codistill.execution import api, bwrap
+from codistill.execution import api, bwrap, cleanup
 
 BWRAP_OK = isolation_info("bwrap")["usable"]
 LEVELS = ["process", pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP_OK, reason="bubblewrap unusable here: "
@@ -259,17 +259,9 @@ def _cmdline(pid) -> str:
 def _descendants(root: int) -> list[int]:
     kids: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-            ppid = int(data[data.rindex(b")") + 2:].split()[1])
-            state = data[data.rindex(b")") + 2:].split()[0]
-        except (OSError, ValueError):
-            continue
-        if state != b"Z":
-            kids.setdefault(ppid, []).append(int(name))
+        st = cleanup.proc_stat(name) if name.isdigit() else None
+        if st is not None and st[0] != b"Z":
+            kids.setdefault(st[1], []).append(int(name))
     out, stack = [], [root]
     while stack:
         for k in kids.get(stack.pop(), []):

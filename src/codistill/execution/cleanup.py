@@ -14,6 +14,20 @@ import stat
 SHARED_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue")
 
 
+def proc_stat(pid: int | str) -> tuple[bytes, int] | None:
+    """(state, ppid) of a process from /proc/<pid>/stat, or None if it is gone or unreadable.
+
+    The command name may contain spaces and parentheses, so fields are read after the last ')'.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return fields[0], int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def list_children(pid: int | None = None) -> list[int]:
     """Direct children of ``pid`` (default: this process)."""
     pid = os.getpid() if pid is None else pid
@@ -31,16 +45,10 @@ def list_children(pid: int | None = None) -> list[int]:
     except FileNotFoundError:
         pass  # kernel without CONFIG_PROC_CHILDREN: scan /proc
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-            ppid = int(data[data.rindex(b")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            kids.append(int(name))
+        if name.isdigit():
+            st = proc_stat(name)
+            if st is not None and st[1] == pid:
+                kids.append(int(name))
     return kids
 
 
