@@ -1,7 +1,5 @@
-import json
 
 import pytest
-import torch
 
 from codistill.config import ModelConfig, SamplingConfig, TinyConfig
 from codistill.generation import generate

@@ -3,9 +3,10 @@ import json
 import pytest
 
 from codistill.datasets.gsm8k import DataFileError, gold_from_solution, read_jsonl
-from codistill.execution import ExecResult, run_programs
+from codistill.execution import run_programs
 from codistill.tasks.base import Problem, Prompt
-from codistill.tasks.gsm import GSMTask, answers_match, clean_question, normalize_program, parse_number
+from codistill.tasks.base import normalize_program
+from codistill.tasks.gsm import GSMTask, answers_match, clean_question, parse_number
 
 
 @pytest.mark.parametrize("raw,expected", [

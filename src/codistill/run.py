@@ -106,14 +106,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         loggers = make_loggers(rc, run_dir, OmegaConf.to_container(cfg, resolve=True),
                                name=job_name(cfg), group=rc.experiment_name)
         ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
-                         cache_dir=os.path.expanduser(rc.cache_dir),
-                         log_metrics=lambda m: log_metrics(loggers, m))
+                         cache_dir=os.path.expanduser(rc.cache_dir))
         method = build_method(rc)
 
         if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":
             model, tok, sid = ctx.load("student")
-            base = evaluate(model, tok, task, test, rc, run_dir=run_dir,
-                            model_id=sid if rc.generation.use_cache else None, cache_root=ctx.cache_dir,
+            base = evaluate(model, tok, task, test, rc, run_dir=run_dir, model_id=sid, cache_root=ctx.cache_dir,
                             samples_file="eval_base_samples.jsonl")
             metrics.update({k.replace("eval/", "eval_base/"): v for k, v in base.items()})
             ctx.release("student")
@@ -126,9 +124,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
             model, tok, _ = ctx.load("student", for_training=True)
-            stats = train_student(model, tok, result.pairs, rc, run_dir, loggers)
-            stats.pop("_is_global_zero", None)
-            metrics.update(stats)
+            metrics.update(train_student(model, tok, result.pairs, rc, run_dir, loggers))
             if rc.train.save_student:
                 model.save_pretrained(run_dir / "student", safe_serialization=True)
                 tok.save_pretrained(run_dir / "student")
@@ -139,7 +135,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 log.warning("the method kept no training examples: the student is evaluated untrained")
                 metrics["train/skipped"] = "no training examples"
             model, tok, student_id = ctx.load("student")
-            student_id = student_id if rc.generation.use_cache else None
 
         if rc.eval.enabled:
             log.info("stage: evaluating the student on %d problems", len(test))

@@ -20,7 +20,3 @@ def load_problems(cfg) -> tuple[list[Problem], list[Problem]]:
 
         return load_humaneval(cfg)
     raise ValueError(f"dataset.name: no loader for {cfg.name!r} (known: gsm8k, gsm_symbolic, humaneval)")
-
-
-def take(problems: list[Problem], size: int | None) -> list[Problem]:
-    return problems if size is None else problems[:size]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import itertools
 import logging
 import os
 import pwd
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from . import bwrap, protocol
-from .limits import NPROC_LIMIT, worker_env
 
 log = logging.getLogger("codistill.execution")
 

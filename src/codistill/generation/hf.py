@@ -31,15 +31,25 @@ class HFBackend:
         self.share_prefill = share_prefill
         self.last_tokens_per_s = 0.0
 
-    @torch.no_grad()
     def generate(self, prompts: list[str], sampling, seed: int,
                  on_batch: Callable[[list[tuple[str, list[str]]]], None] | None = None) -> list[list[str]]:
+        """``sampling.n`` completions per prompt, in prompt order.  The tokenizer pads on the
+        left while this runs and gets its own padding side back afterwards (it is shared with
+        training)."""
+        side = self.tok.padding_side
+        self.tok.padding_side = "left"
+        try:
+            return self._generate(prompts, sampling, seed, on_batch)
+        finally:
+            self.tok.padding_side = side
+
+    @torch.no_grad()
+    def _generate(self, prompts, sampling, seed, on_batch) -> list[list[str]]:
         n = sampling.n
         lengths = [len(self.tok(p, add_special_tokens=False).input_ids) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))  # longest first: fail fast on memory
         # a batch holds whole prompts with all their samples, so each prompt is prefilled once
         per_batch = max(1, self.batch_size // n)
-        self.tok.padding_side = "left"
         device = next(self.model.parameters()).device
         greedy = sampling.temperature == 0
         kwargs = dict(max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,

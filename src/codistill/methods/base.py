@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import gc
-from abc import ABC, abstractmethod
 import json
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from codistill.tasks.base import Problem, Task
 
@@ -33,19 +33,28 @@ class RunContext:
     train: list[Problem]
     test: list[Problem]
     cache_dir: str
-    log_metrics: Callable[[dict], None] = lambda m: None
     _models: dict = field(default_factory=dict)
+    _tokenizers: dict = field(default_factory=dict)
+
+    def tokenizer(self, role: str):
+        """The tokenizer of ``role`` in {"teacher", "student"} (no weights loaded)."""
+        if role not in self._tokenizers:
+            from codistill.models import load_tokenizer
+
+            self._tokenizers[role] = load_tokenizer(getattr(self.cfg, role), self.cache_dir)
+        return self._tokenizers[role]
 
     def load(self, role: str, *, for_training: bool = False):
-        """(model, tokenizer, identity) for ``role`` in {"teacher", "student"}."""
-        from codistill.models import load_model, load_tokenizer, model_identity
+        """(model, tokenizer, cache identity) for ``role``.  The identity keys the generation
+        cache; it is None when ``generation.use_cache`` is off."""
+        from codistill.models import load_model, model_identity
 
         key = (role, for_training)
         if key not in self._models:
             mcfg = getattr(self.cfg, role)
-            tok = load_tokenizer(mcfg, self.cache_dir)
             model = load_model(mcfg, self.cache_dir, for_training=for_training)
-            self._models[key] = (model, tok, model_identity(mcfg))
+            ident = model_identity(mcfg) if self.cfg.generation.use_cache else None
+            self._models[key] = (model, self.tokenizer(role), ident)
         return self._models[key]
 
     def release(self, role: str) -> None:

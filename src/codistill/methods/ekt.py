@@ -15,7 +15,7 @@ import logging
 from codistill.generation import generate
 from codistill.generation.hf import HFBackend
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
-from codistill.tasks.gsm import normalize_program
+from codistill.tasks.base import normalize_program
 from codistill.tasks.judge import Judged, judge_completions
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,12 @@ class EKT(Method):
         sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
         backend = HFBackend(teacher, t_tok, batch_size=cfg.generation.batch_size, desc="teacher")
         comps, gstats = generate(backend, [p.text for p in prompts], sampling, seed=cfg.seed,
-                                 model_id=t_id if cfg.generation.use_cache else None, cache_root=ctx.cache_dir)
+                                 model_id=t_id, cache_root=ctx.cache_dir)
         ctx.release("teacher")
         judged = judge_completions(ctx.task, ctx.train, prompts, comps, timeout_s=cfg.task.timeout_s,
                                    memory_mb=cfg.task.memory_mb)
 
-        _, s_tok, _ = ctx.load("student", for_training=True)
+        s_tok = ctx.tokenizer("student")
         generations, train_set, pairs = [], [], []
         for prob, js in zip(ctx.train, judged):
             for idx, j in enumerate(js):

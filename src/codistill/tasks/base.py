@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -67,3 +68,11 @@ def cut_at_stops(text: str, stops: tuple[str, ...] | list[str]) -> str:
         if i != -1:
             end = min(end, i)
     return text[:end]
+
+
+def normalize_program(program: str) -> str:
+    """A canonical form for de-duplication: comments and formatting removed."""
+    try:
+        return ast.unparse(ast.parse(program))
+    except (SyntaxError, ValueError):
+        return "\n".join(line.rstrip() for line in program.strip().splitlines() if line.strip())

@@ -56,14 +56,6 @@ def answers_match(value: Any, gold: Any, *, abs_tol: float = 1e-4, rel_tol: floa
     return math.isclose(v, g, rel_tol=rel_tol, abs_tol=abs_tol)
 
 
-def normalize_program(program: str) -> str:
-    """A canonical form for de-duplication: comments and formatting removed."""
-    try:
-        return ast.unparse(ast.parse(program))
-    except (SyntaxError, ValueError):
-        return "\n".join(line.rstrip() for line in program.strip().splitlines() if line.strip())
-
-
 def trim_to_parsable(program: str, keep: int) -> str:
     """Drop trailing lines (chatter after the code) until the program parses.
 
@@ -116,6 +108,7 @@ def clean_question(q: str) -> str:
 
 class GSMTask(Task):
     name = "gsm"
+    stop = ("```", "\n# Question:", "\n\n\n")
 
     def __init__(self, prompt_style: str = "pal", *, abs_tol: float = 1e-4, rel_tol: float = 1e-6,
                  exemplars_file: str | None = None) -> None:
@@ -146,10 +139,6 @@ class GSMTask(Task):
             parts.append(f"# Question: {ex['question'].strip()}\n{ex['program'].rstrip()}\n")
         parts.append(f"# Question: {question}\n{self.code_prefix}")
         return Prompt(text="\n".join(parts), prefix=self.code_prefix, fenced=False)
-
-    @property
-    def stop(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("```", "\n# Question:", "\n\n\n")
 
     # ------------------------------------------------------------------ programs
     def extract_program(self, prompt: Prompt, completion: str) -> str:

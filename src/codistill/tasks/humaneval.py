@@ -22,6 +22,7 @@ TOP_LEVEL_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert 
 
 class HumanEvalTask(Task):
     name = "humaneval"
+    stop = ("```",) + TOP_LEVEL_STOPS
 
     def render(self, problem: Problem, tokenizer: Any, *, chat: bool, shots: int) -> Prompt:
         code = problem.meta["prompt"]
@@ -31,10 +32,6 @@ class HumanEvalTask(Task):
             head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return Prompt(text=head + "```python\n" + code, prefix=code, fenced=True)
         return Prompt(text=code, prefix=code, fenced=False)
-
-    @property
-    def stop(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("```",) + TOP_LEVEL_STOPS
 
     def extract_program(self, prompt: Prompt, completion: str) -> str:
         return prompt.prefix + cut_at_stops(completion, self.stop).rstrip() + "\n"

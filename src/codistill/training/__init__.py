@@ -61,7 +61,6 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
         "train/steps": int(trainer.global_step),
         "train/final_loss": float(loss) if loss is not None else None,
         "train/tokens_per_s": module.tokens_per_s,
-        "_is_global_zero": trainer.is_global_zero,
     }
 
 

@@ -53,7 +53,7 @@ class StudentLM(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._t0 is not None:
-            self.log("train/tokens_per_s", self._tokens / max(time.perf_counter() - self._t0, 1e-9))
+            self.log("train/tokens_per_s", self.tokens_per_s)
 
     @property
     def tokens_per_s(self) -> float:
