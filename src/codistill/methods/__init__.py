@@ -1,20 +1,23 @@
 """Methods: each composes the shared blocks into a training set (one file each)."""
 
+import importlib
+
 from codistill.methods.base import Method, MethodResult, RunContext
+
+#: method name -> "module:Class"; one file per method (imported only when chosen)
+METHODS = {
+    "none": "codistill.methods.none:NoTraining",
+    "ekt": "codistill.methods.ekt:EKT",
+}
 
 
 def build_method(cfg) -> Method:
     """The method object for ``cfg.method`` (validated)."""
     name = cfg.method.name
-    if name == "none":
-        from codistill.methods.none import NoTraining
-
-        return NoTraining(cfg.method)
-    if name == "ekt":
-        from codistill.methods.ekt import EKT
-
-        return EKT(cfg.method)
-    raise ValueError(f"method.name: unknown method {name!r}")
+    if name not in METHODS:
+        raise ValueError(f"method.name: unknown method {name!r}; known: {sorted(METHODS)}")
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(cfg.method)
 
 
-__all__ = ["Method", "MethodResult", "RunContext", "build_method"]
+__all__ = ["METHODS", "Method", "MethodResult", "RunContext", "build_method"]

@@ -57,6 +57,16 @@ class RunContext:
             self._models[key] = (model, self.tokenizer(role), ident)
         return self._models[key]
 
+    def backend(self, role: str, *, desc: str | None = None):
+        """(generation backend, tokenizer, cache identity) for sampling from ``role``.
+
+        Methods sample through this, never by building a backend themselves, so the
+        ``generation`` config group decides how (transformers, vLLM, an API server)."""
+        from codistill.generation.hf import HFBackend
+
+        model, tok, ident = self.load(role)
+        return HFBackend(model, tok, batch_size=self.cfg.generation.batch_size, desc=desc or role), tok, ident
+
     def release(self, role: str) -> None:
         """Free a role's models (a teacher is not needed once its samples are drawn)."""
         for key in [k for k in self._models if k[0] == role]:

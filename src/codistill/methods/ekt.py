@@ -13,7 +13,6 @@ import dataclasses
 import logging
 
 from codistill.generation import generate
-from codistill.generation.hf import HFBackend
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
 from codistill.tasks.base import normalize_program
 from codistill.tasks.judge import Judged, judge_completions
@@ -40,10 +39,9 @@ class EKT(Method):
 
     def build(self, ctx: RunContext) -> MethodResult:
         cfg, m = ctx.cfg, self.cfg
-        teacher, t_tok, t_id = ctx.load("teacher")
+        backend, t_tok, t_id = ctx.backend("teacher")
         prompts = [ctx.task.render(p, t_tok, chat=cfg.teacher.chat, shots=cfg.task.num_shots) for p in ctx.train]
         sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
-        backend = HFBackend(teacher, t_tok, batch_size=cfg.generation.batch_size, desc="teacher")
         comps, gstats = generate(backend, [p.text for p in prompts], sampling, seed=cfg.seed,
                                  model_id=t_id, cache_root=ctx.cache_dir)
         ctx.release("teacher")
