@@ -27,9 +27,27 @@ Isolation levels (``isolation=``):
 
 See docs/execution.md for the guarantees and the residual risks.
 """
-from .api import (ExecResult, ExecutionPool, Program, isolation_info, resolve_isolation,
-                  run_programs, shutdown)
-from .passk import pass_at_k
+import importlib as _importlib
 
 __all__ = ["run_programs", "Program", "ExecResult", "pass_at_k", "isolation_info", "ExecutionPool",
            "resolve_isolation", "shutdown"]
+
+# Names are imported on first use (PEP 562): the sandbox worker is started as
+# ``python -m codistill.execution.worker``, which imports this package first, and everything
+# the worker imports makes each per-program fork (page-table copy, copy-on-write faults, exit)
+# more expensive.  The caller's side (api: subprocess, threading, logging, dataclasses) is not
+# needed there.
+_SOURCES = {name: "api" for name in __all__ if name != "pass_at_k"} | {"pass_at_k": "passk"}
+
+
+def __getattr__(name: str):
+    mod = _SOURCES.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -8,10 +8,9 @@ methods (``int.__index__``, ``float.__float__``) so an overridden ``__eq__``, ``
 """
 from __future__ import annotations
 
-import decimal
-import fractions
 import numbers
 import operator
+import sys
 
 MAX_DEPTH = 64
 MAX_ITEMS = 1_000_000
@@ -69,7 +68,12 @@ def to_plain(value):
             return str.__str__(x)
         if isinstance(x, numbers.Integral):
             return _exact_int(x)
-        if isinstance(x, (numbers.Real, decimal.Decimal, fractions.Fraction)):
+        if isinstance(x, numbers.Real):  # includes fractions.Fraction
+            return _exact_float(x)
+        # decimal is looked up, not imported (the sandbox worker keeps its imports lean):
+        # a Decimal can only exist if the program imported the module
+        dec = sys.modules.get("decimal")
+        if dec is not None and isinstance(x, dec.Decimal):
             return _exact_float(x)
         if t.__module__ == "numpy" and t.__name__ in ("bool_", "bool"):
             return bool(x.item()) is True

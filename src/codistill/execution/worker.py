@@ -11,14 +11,11 @@ files of a sandbox uid after a worker was killed hard).
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import select
 import signal
 import stat
 import sys
-import tempfile
 import time
 
 # Modules a typical benchmark program imports; loaded once here so that each forked child
@@ -47,11 +44,24 @@ def _preimport() -> int:
     n = 0
     for name in PREIMPORT:
         try:
-            importlib.import_module(name)
+            __import__(name)
             n += 1
         except Exception:
             pass
     return n
+
+
+def make_dir(parent: str, prefix: str) -> str:
+    """A new, empty 0700 directory with a random name (like ``tempfile.mkdtemp``, which the worker
+    does not import: it would enlarge every fork)."""
+    for _ in range(100):
+        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free directory name under {parent}")
 
 
 def _traversable_by_others(path: str) -> bool:
@@ -91,7 +101,7 @@ class Worker:
         if self.pid_ns:
             self.tmp_root = "/tmp"
         else:
-            self.tmp_root = tmp_root or tempfile.mkdtemp(prefix="codistill-exec-")
+            self.tmp_root = tmp_root or make_dir("/tmp", "codistill-exec-")
             os.makedirs(self.tmp_root, exist_ok=True)
         self.dev_snapshot = frozenset(os.listdir("/dev")) if self.pid_ns else frozenset()
         self.path_fds: dict[str, int] = {}
@@ -230,7 +240,7 @@ class Worker:
         jid = job.get("id")
         timeout = float(job.get("timeout_s", 5.0))
         cap = max(0, int(job.get("output_limit", 64_000)))
-        tmpdir = tempfile.mkdtemp(prefix="run-", dir=self.tmp_root)
+        tmpdir = make_dir(self.tmp_root, "run-")
         if self.uid is not None:
             os.chown(tmpdir, self.uid, self.gid)
         stdin_text = job.get("stdin") or ""
@@ -405,15 +415,39 @@ class Worker:
         return msg
 
 
+def _parse_args(argv: list[str]) -> dict:
+    """``--level process|bwrap --uid N --gid N --tmp-root DIR --probe --sweep`` (argparse is not
+    imported: it would enlarge every fork)."""
+    a = {"level": "process", "uid": None, "gid": None, "tmp_root": None, "probe": False, "sweep": False}
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--probe", "--sweep"):
+            a[arg[2:]] = True
+        elif arg in ("--level", "--uid", "--gid", "--tmp-root"):
+            val = next(it, None)
+            if val is None:
+                raise SystemExit(f"codistill.execution.worker: {arg} needs a value")
+            key = arg[2:].replace("-", "_")
+            if key == "level" and val not in ("process", "bwrap"):
+                raise SystemExit(f"codistill.execution.worker: --level must be process or bwrap, got {val!r}")
+            if key in ("uid", "gid"):
+                try:
+                    val = int(val)
+                except ValueError:
+                    raise SystemExit(f"codistill.execution.worker: {arg} must be an integer, got {val!r}")
+            a[key] = val
+        else:
+            raise SystemExit(f"codistill.execution.worker: unknown argument {arg!r}")
+    return a
+
+
+class _Args:
+    def __init__(self, d: dict):
+        self.__dict__.update(d)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="codistill.execution.worker")
-    ap.add_argument("--level", choices=("process", "bwrap"), default="process")
-    ap.add_argument("--uid", type=int)
-    ap.add_argument("--gid", type=int)
-    ap.add_argument("--tmp-root")
-    ap.add_argument("--probe", action="store_true")
-    ap.add_argument("--sweep", action="store_true")
-    a = ap.parse_args(argv)
+    a = _Args(_parse_args(sys.argv[1:] if argv is None else argv))
     if a.probe:
         os.write(1, b"ok\n")
         return 0
