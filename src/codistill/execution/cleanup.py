@@ -228,15 +228,17 @@ def mount_points(under: str) -> set[str]:
     return out
 
 
-def clear_dir(d: str, skip: frozenset[str] = frozenset()) -> None:
+def clear_dir(d: str, skip: frozenset[str] = frozenset(), mounts: set[str] | None = None) -> None:
     """Remove everything inside ``d`` (used for the private /tmp of a bwrap sandbox).
 
     Mount points below ``d`` are left alone: when the checkout or its virtualenv lives under
     /tmp, bwrap binds them read-only into the private /tmp, and walking them would cost
     seconds per program (and is none of the program's doing).  Directories leading to a
-    mount point are emptied of everything else.
+    mount point are emptied of everything else.  ``mounts``: the mount points below ``d`` when
+    the caller already knows them (they are read from /proc/self/mountinfo otherwise).
     """
-    mounts = mount_points(d)
+    if mounts is None:
+        mounts = mount_points(d)
     protected = set(mounts)
     for mp in mounts:  # the directories bwrap created on the way to each mount point
         parent = os.path.dirname(mp)

@@ -27,6 +27,10 @@ class FrameReader:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def pending(self) -> bool:
+        """Are there bytes of a next message (complete or not) already buffered?"""
+        return bool(self._buf)
+
     def pop(self):
         """Return the next complete decoded message, or ``None`` if none is complete yet."""
         if len(self._buf) < 4:
