@@ -106,6 +106,24 @@ def test_cwd_and_home_are_private_temp_dir(pool):
     assert r.status == "passed" and r.stdout == "True ['f.txt']\n"
 
 
+def test_fresh_temp_dirs_and_none_left_after_the_batch(pool):
+    # each program starts in a new empty dir; the worker may remove a finished program's dir
+    # while the next one runs, but never later than the batch's last answer
+    src = ("import os\nassert os.listdir('.') == [], os.listdir('.')\nos.makedirs('d/e')\n"
+           "open('d/e/f.txt', 'w').write('x')\nopen('g.txt', 'w').write('y')\nprint(os.getcwd())")
+    res = pool.run([src] * 12 + ["print(__import__('os').getcwd())"] * 12)
+    assert [r.status for r in res] == ["passed"] * 24, [(r.status, r.error) for r in res]
+    cwds = [r.stdout.strip() for r in res]
+    assert len(set(cwds)) == 24
+    if pool.level == "process":  # the bwrap level's dirs live in each sandbox's private /tmp
+        for d in os.listdir(pool.tmp_root):
+            assert os.listdir(os.path.join(pool.tmp_root, d)) == []
+        assert not any(os.path.exists(c) for c in cwds)
+    else:
+        r = pool.run(["import os\nprint(sorted(os.listdir('/tmp')) == [os.path.basename(os.getcwd())])"] * 4)
+        assert [x.stdout for x in r] == ["True\n"] * 4
+
+
 def test_common_modules_importable(pool):
     r = run1(pool, "import math, re, json, collections, hashlib, numpy, email.mime.text, xml.etree.ElementTree\nprint('ok')")
     assert r.status == "passed", r
