@@ -64,6 +64,14 @@ def make_dir(parent: str, prefix: str) -> str:
     raise FileExistsError(f"no free directory name under {parent}")
 
 
+def _is_empty_dir(path: str) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
+
+
 def _traversable_by_others(path: str) -> bool:
     """Can a uid with no relation to the owner reach and list ``path``?"""
     p = os.path.abspath(path)
@@ -314,7 +322,7 @@ class Worker:
         poller.register(self.ctl_in, select.POLLIN)
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)
-        deadline = t0 + timeout
+        deadline = time.monotonic() + timeout  # after remove_deferred: its time is not the program's
         timed_out = aborted = exited = False
         overflow = None
         wait_status = None
@@ -397,10 +405,11 @@ class Worker:
         if abnormal:
             self.kill_uid_leftovers()
         try:
-            # Defer only when the next job is already here: it removes this dir right after its
-            # fork, before its own answer.  The last job of a batch removes its dir before
-            # answering, so no temp dir outlives the batch.
-            self.remove_files(tmpdir, defer=not abnormal and self.job_waiting())
+            # Defer only an empty dir (one rmdir: the next program's supervision is never held up
+            # by a big tree) and only when the next job is already here: it removes this dir right
+            # after its fork, before its own answer.  The last job of a batch removes its dir
+            # before answering, so no temp dir outlives the batch.
+            self.remove_files(tmpdir, defer=not abnormal and self.job_waiting() and _is_empty_dir(tmpdir))
         except Exception as e:  # never let a program's mess take the worker down
             os.write(2, f"codistill worker: cleanup error {e!r}\n".encode())
 
