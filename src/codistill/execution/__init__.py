@@ -28,6 +28,12 @@ Isolation levels (``isolation=``):
 See docs/execution.md for the guarantees and the residual risks.
 """
 import importlib as _importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # static analysis sees the names; at run time they load on first use
+    from .api import (ExecResult, ExecutionPool, Program, isolation_info, resolve_isolation,
+                      run_programs, shutdown)
+    from .passk import pass_at_k
 
 __all__ = ["run_programs", "Program", "ExecResult", "pass_at_k", "isolation_info", "ExecutionPool",
            "resolve_isolation", "shutdown"]
