@@ -289,6 +289,23 @@ def _descendants(root: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- isolation selection
+def test_worker_stays_lean_and_public_names_resolve():
+    # every module the worker imports enlarges each per-program fork: the caller's side (api and
+    # what it pulls in) must stay out of it
+    import subprocess
+    import sys
+    code = ("import sys, codistill.execution.worker\n"
+            "bad = [m for m in ('codistill.execution.api', 'subprocess', 'threading', 'logging', 'argparse',"
+            " 'tempfile', 'decimal', 'fractions', 'shutil') if m in sys.modules]\n"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+    assert execution.run_programs is run_programs and execution.api is api
+    assert set(execution.__all__) <= set(dir(execution))
+    with pytest.raises(AttributeError):
+        execution.no_such_name
+
+
 def test_isolation_info_shape():
     for lvl in ("auto", "process", "bwrap"):
         info = isolation_info(lvl)

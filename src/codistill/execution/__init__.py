@@ -46,7 +46,12 @@ __all__ = ["run_programs", "Program", "ExecResult", "pass_at_k", "isolation_info
 _SOURCES = {name: "api" for name in __all__ if name != "pass_at_k"} | {"pass_at_k": "passk"}
 
 
+_SUBMODULES = frozenset({"api", "bwrap", "cleanup", "harness", "limits", "passk", "protocol", "values", "worker"})
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:  # `codistill.execution.api` without importing it first, as before
+        return _importlib.import_module(f"{__name__}.{name}")
     mod = _SOURCES.get(name)
     if mod is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
