@@ -182,31 +182,47 @@ def proposal_prompt(problem: Problem, tokenizer: Any, *, chat: bool, n_tests: in
     return f"{PROPOSAL_SYSTEM}\n\n{ask}\n\n{opening}"
 
 
-def _literal(text: str) -> Any:
+_BAD = object()
+
+
+def _list_node(text: str) -> ast.List | None:
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        node = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
+    return node if isinstance(node, ast.List) else None
+
+
+def _literal(node: ast.AST) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _BAD
 
 
 def parse_inputs(completion: str, lo: int, hi: int | None, limit: int) -> list[tuple]:
-    """Argument tuples from the teacher's answer to :func:`proposal_prompt` (pure).
+    """Argument tuples from the teacher's answer to :func:`proposal_prompt` (pure; nothing
+    is evaluated but literals).
 
-    ``completion`` continues the opened ``[``.  A list cut short is read up to its last whole
-    element; an element that is not a tuple of ``lo..hi`` arguments is taken as the single
-    argument of a one-argument function, otherwise dropped.  Duplicates are dropped; at most
-    ``limit`` tuples are returned."""
+    ``completion`` continues the opened ``[``.  Prose after the list is ignored; a list cut
+    short is read up to its last whole element; an element that is not a literal is skipped;
+    an element that is not a tuple of ``lo..hi`` arguments is taken as the single argument of
+    a one-argument function, otherwise skipped.  Duplicates are dropped; at most ``limit``
+    tuples are returned."""
     text = "[" + completion.split("```")[0]
-    value = _literal(text.strip())
-    if not isinstance(value, list):
+    node = _list_node(text)
+    if node is None:
         # prose after the list: cut after a "]"; a list cut short: cut at a "," and close it
         ends = [text[:i + 1] for i, c in reversed(list(enumerate(text))) if c == "]"][:50]
         cut = [text[:i] + "]" for i, c in reversed(list(enumerate(text))) if c == ","][:200]
-        value = next((v for v in map(_literal, ends + cut) if isinstance(v, list)), None)
-        if value is None:
+        node = next((n for n in map(_list_node, ends + cut) if n is not None), None)
+        if node is None:
             return []
     out, seen = [], set()
-    for el in value:
+    for elt in node.elts:
+        el = _literal(elt)
+        if el is _BAD:
+            continue
         if isinstance(el, tuple) and lo <= len(el) and (hi is None or len(el) <= hi):
             args = el
         elif lo <= 1 and (hi is None or hi >= 1):
