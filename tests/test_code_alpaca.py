@@ -59,7 +59,8 @@ def test_python_function_filter():
     assert entry == "reverse_string" and "print" not in ref and "result" not in ref  # example code stripped
     entry, ref = python_function(ROWS[6]["output"])
     assert entry == "max_of_two" and "__main__" not in ref
-    assert python_function('def f(*xs):\n    """Doc."""\n    return xs') == ("f", 'def f(*xs):\n    """Doc."""\n    return xs\n')
+    doc = 'def f(*xs):\n    """Doc."""\n    return xs'
+    assert python_function(doc) == ("f", doc + "\n")
     assert arity("def f(a, b=1, *c):\n  pass", "f") == (1, None) and arity("def g(a, b=2):\n  pass", "g") == (1, 2)
 
 
@@ -196,7 +197,8 @@ def test_prepare_with_the_tiny_teacher_is_cached_on_disk(tiny_ctx, tmp_path):
     third = tiny_ctx()
     prepare(third)
     [p] = [p for p in third.train if p.id == "code_alpaca/7"]
-    assert p.meta["tests"] == made["code_alpaca/7"]["tests"] and p.meta["visible_tests"] == made["code_alpaca/7"]["tests"][:1]
+    assert p.meta["tests"] == made["code_alpaca/7"]["tests"]
+    assert p.meta["visible_tests"] == made["code_alpaca/7"]["tests"][:1]
 
 
 @pytest.mark.slow
@@ -224,3 +226,38 @@ def test_a_real_teacher_makes_tests_the_reference_passes(compose, tmp_path):
     task = MBPPTask()
     checks = [task.check_program(p, p.meta["reference"]) for p in ctx.train]
     assert all(r.passed for r in run_programs(checks, timeout_s=5))
+
+
+@pytest.mark.slow
+def test_run_uses_the_prepared_tests(tmp_path, compose):
+    """The hook in run.py: a whole run (tiny models, method=none) takes the prepared tests from
+    the disk cache (as a second job of a sweep would), drops problems below min_tests, and
+    evaluates the student against the kept problems' tests."""
+    from conftest import run_cli
+
+    from codistill.datasets.code_alpaca import _cache_path
+
+    path = write_jsonl(tmp_path / "ca.jsonl", ROWS)
+    overrides = ["experiment=smoke", "method=none", "dataset=code_alpaca", f"dataset.train_file={path}",
+                 "dataset.test_size=2", "dataset.shuffle_seed=null", "dataset.min_tests=2"]
+    rc = validate(compose(*overrides))
+    train, test = load_code_alpaca(rc.dataset)
+    assert [p.id for p in test] == ["code_alpaca/1", "code_alpaca/3"]
+    cache = tmp_path / "cache"
+    made = {p.id: {"proposal": "", "n_inputs": 2, "tests": []} for p in train + test}
+    made["code_alpaca/1"]["tests"] = ["assert sum_of_squares([1, 2]) == 5", "assert sum_of_squares([]) == 0"]
+    made["code_alpaca/3"]["tests"] = ["assert reverse_string('ab') == 'ba'"]  # one test < min_tests: dropped
+    made["code_alpaca/5"]["tests"] = ["assert count_vowels('aXe') == 2", "assert count_vowels('') == 0"]
+    ctx = RunContext(cfg=rc, run_dir=tmp_path, task=MBPPTask(), train=train, test=test, cache_dir=str(cache))
+    _cache_path(ctx, train + test).write_text(json.dumps(made))
+    run_dir = tmp_path / "run"
+    p = run_cli([*overrides, "logger=csv", "eval.n_samples=0", "eval.k=[1]", f"hydra.run.dir={run_dir}"],
+                cwd=tmp_path, env={"CODISTILL_CACHE": str(cache)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["dataset"] == "code_alpaca"
+    assert (m["data/tests_problems_in"], m["data/tests_problems_kept"]) == (4, 2)
+    assert (m["data/n_train_problems"], m["data/n_test_problems"]) == (1, 1)
+    rows = [json.loads(line) for line in (run_dir / "eval_samples.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in rows] == ["code_alpaca/1"]
+    assert rows[0]["samples"][0]["passed"] is False  # random weights

@@ -353,6 +353,9 @@ def prepare(ctx) -> dict:
                "data/tests_inputs_proposed": sum(m["n_inputs"] for m in made.values()),
                "data/tests_per_problem_mean": statistics.fmean(per) if per else 0.0,
                "data/tests_per_problem_min": min(per, default=0), "data/tests_per_problem_max": max(per, default=0)}
+    if problems and not kept:
+        log.warning("code_alpaca: no problem kept: the teacher's inputs gave fewer than %d tests for every "
+                    "problem (see %s)", min_tests, ctx.run_dir / "dataset_tests.jsonl")
     log.info("code_alpaca: %d of %d problems kept with >= %d tests (train %d -> %d, test %d -> %d), "
              "%.1f tests per problem", len(kept), len(problems), min_tests, n_before[0], len(ctx.train),
              n_before[1], len(ctx.test), metrics["data/tests_per_problem_mean"])
