@@ -261,3 +261,18 @@ def test_run_uses_the_prepared_tests(tmp_path, compose):
     rows = [json.loads(line) for line in (run_dir / "eval_samples.jsonl").read_text().splitlines()]
     assert [r["problem_id"] for r in rows] == ["code_alpaca/1"]
     assert rows[0]["samples"][0]["passed"] is False  # random weights
+
+
+def test_hub_code_path_on_a_local_dataset_repo(tmp_path, monkeypatch):
+    """The real ``datasets.load_dataset`` path on a directory laid out like the hub repo (one
+    JSON file, a single train split)."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    repo = tmp_path / "CodeAlpaca-20k"
+    repo.mkdir()
+    (repo / "code_alpaca_20k.json").write_text(json.dumps(ROWS))
+    train, test = load_code_alpaca(cfg(hub_id=str(repo), test_size=1))
+    assert [p.id for p in test] == ["code_alpaca/0"] and [p.id for p in train] == [
+        "code_alpaca/2", "code_alpaca/4", "code_alpaca/6"]
+    assert train[1].meta["entry_point"] == "count_vowels"

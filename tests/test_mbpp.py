@@ -240,3 +240,38 @@ def test_smoke_run_on_local_mbpp_files(tmp_path, mbpp_file):
     assert all(s["passed"] is False for r in rows for s in r["samples"])  # random weights
     cfg_ = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     assert cfg_.dataset.name == "mbpp" and cfg_.dataset.train_size == 6  # smoke's sizes, mbpp's loader
+
+
+def test_hub_code_path_on_a_local_dataset_repo(tmp_path, monkeypatch):
+    """The real ``datasets.load_dataset`` path, on a directory laid out like the hub repo
+    (one config per folder, named splits), in both formats."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    repo = tmp_path / "mbpp_repo"
+    sanitized = [{"source_file": "x.ipynb", "task_id": r["task_id"], "prompt": r["text"], "code": r["code"],
+                  "test_imports": ["import math"] if r["test_setup_code"] else [], "test_list": r["test_list"]}
+                 for r in ROWS]
+    features = {"full": [("task_id", "int32"), ("text", "string"), ("code", "string"), ("test_list", None),
+                         ("test_setup_code", "string"), ("challenge_test_list", None)],
+                "sanitized": [("source_file", "string"), ("task_id", "int32"), ("prompt", "string"),
+                              ("code", "string"), ("test_imports", None), ("test_list", None)]}
+    card = ["---", "dataset_info:"]
+    for config, feats in features.items():  # the hub card's schema (lists of strings: `sequence`)
+        card += [f"- config_name: {config}", "  features:"]
+        card += [f"  - name: {n}\n    " + (f"dtype: {t}" if t else "sequence: string") for n, t in feats]
+    card += ["configs:"]
+    for config, rows in (("full", ROWS), ("sanitized", sanitized)):
+        (repo / config).mkdir(parents=True)
+        card += [f"- config_name: {config}", "  data_files:"]
+        for split in ("train", "test", "validation", "prompt"):
+            write_jsonl(repo / config / f"{split}.jsonl", [r for r in rows if split_of(r["task_id"]) == split])
+            card += [f"  - split: {split}", f"    path: {config}/{split}.jsonl"]
+    (repo / "README.md").write_text("\n".join(card + ["---", ""]))
+    train, test = load_mbpp(cfg(hub_id=str(repo), hub_config="full"))
+    assert [p.id for p in test] == ["mbpp/11", "mbpp/12"]
+    assert [p.id for p in train] == ["mbpp/602", "mbpp/604", "mbpp/606"]
+    _, val = load_mbpp(cfg(hub_id=str(repo), hub_config="sanitized", test_split="validation", train_size=0))
+    assert [p.id for p in val] == ["mbpp/511"] and val[0].meta["setup"] == "import math"
+    assert val[0].question == ROWS[3]["text"] and val[0].meta["tests"] == ROWS[3]["test_list"]
