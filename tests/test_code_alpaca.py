@@ -209,7 +209,7 @@ def test_a_real_teacher_makes_tests_the_reference_passes(compose, tmp_path):
     path = write_jsonl(tmp_path / "ca.jsonl", ROWS)
     rc = validate(compose("experiment=smoke", "teacher=smollm2-135m-instruct", "dataset=code_alpaca",
                           f"dataset.train_file={path}", "dataset.test_size=0", "dataset.min_tests=2",
-                          "dataset.max_tests=5", "dataset.tests_max_new_tokens=96"))
+                          "dataset.max_tests=4", "dataset.tests_max_new_tokens=64"))
     train, test = load_code_alpaca(rc.dataset)
     cache = tmp_path / "cache"  # fresh generations and tests; the converted models (and their locks) are shared
     cache.mkdir()

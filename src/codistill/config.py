@@ -122,6 +122,12 @@ class DatasetConfig:
 
     def check(self, key: str) -> None:
         _choice(self.task, f"{key}.task", ("gsm", "humaneval", "mbpp"))
+        for k in ("train_size", "test_size"):
+            v = getattr(self, k)
+            _check(v is None or v >= 0, f"{key}.{k}", f"must be >= 0 or null, got {v}")
+        if self.name == "gsm_symbolic":
+            _check(self.train_seed != self.test_seed, f"{key}.train_seed",
+                   "train and test seeds must differ so the splits are disjoint")
         for k in ("train_split", "test_split"):
             v = getattr(self, k)
             _check(v is None or v in ("train", "test", "validation", "prompt"), f"{key}.{k}",
@@ -133,12 +139,6 @@ class DatasetConfig:
         if self.name == "code_alpaca":
             _check(self.test_file is not None or self.test_size is not None, f"{key}.test_size",
                    "code_alpaca has one pool of problems: set test_size (carved from it) or test_file")
-        for k in ("train_size", "test_size"):
-            v = getattr(self, k)
-            _check(v is None or v >= 0, f"{key}.{k}", f"must be >= 0 or null, got {v}")
-        if self.name == "gsm_symbolic":
-            _check(self.train_seed != self.test_seed, f"{key}.train_seed",
-                   "train and test seeds must differ so the splits are disjoint")
 
 
 @dataclass
