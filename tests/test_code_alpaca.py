@@ -201,15 +201,20 @@ def test_prepare_with_the_tiny_teacher_is_cached_on_disk(tiny_ctx, tmp_path):
     assert p.meta["visible_tests"] == made["code_alpaca/7"]["tests"][:1]
 
 
+FACTORIAL = {"instruction": "Write a function to compute the factorial of a number.", "input": "",
+             "output": "def factorial(n):\n    if n <= 1:\n        return 1\n    return n * factorial(n - 1)"}
+
+
 @pytest.mark.slow
 @pytest.mark.packaged_models
 def test_a_real_teacher_makes_tests_the_reference_passes(compose, tmp_path):
-    """smollm2-135m-instruct proposes inputs for the function tasks; every test made passes
-    on the reference and problems below min_tests are dropped."""
-    path = write_jsonl(tmp_path / "ca.jsonl", ROWS)
+    """smollm2-135m-instruct proposes inputs for two function tasks (one over an int, one over
+    a list); at least one problem gets >= min_tests tests, every test made passes on the
+    reference and a wrong function fails them; problems below min_tests are dropped."""
+    path = write_jsonl(tmp_path / "ca.jsonl", [ROWS[0], FACTORIAL])
     rc = validate(compose("experiment=smoke", "teacher=smollm2-135m-instruct", "dataset=code_alpaca",
                           f"dataset.train_file={path}", "dataset.test_size=0", "dataset.min_tests=2",
-                          "dataset.max_tests=4", "dataset.tests_max_new_tokens=64"))
+                          "dataset.max_tests=4", "dataset.tests_max_new_tokens=48"))
     train, test = load_code_alpaca(rc.dataset)
     cache = tmp_path / "cache"  # fresh generations and tests; the converted models (and their locks) are shared
     cache.mkdir()
@@ -221,11 +226,14 @@ def test_a_real_teacher_makes_tests_the_reference_passes(compose, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "dataset_tests.jsonl").read_text().splitlines()]
     print("\nproposals:", *[(r["problem_id"], r["n_inputs"], len(r["tests"]), r["proposal"][:120]) for r in rows],
           "\nfigures:", m, sep="\n")
-    assert m["data/tests_problems_in"] == 4 and m["data/tests_inputs_proposed"] > 0
-    assert all(len(p.meta["tests"]) >= 2 for p in ctx.train)
+    assert m["data/tests_problems_in"] == 2 and m["data/tests_problems_kept"] >= 1
+    assert [r["kept"] for r in rows] == [len(r["tests"]) >= 2 for r in rows]
+    assert {p.id for p in ctx.train} == {r["problem_id"] for r in rows if r["kept"]}
     task = MBPPTask()
-    checks = [task.check_program(p, p.meta["reference"]) for p in ctx.train]
-    assert all(r.passed for r in run_programs(checks, timeout_s=5))
+    good = [task.check_program(p, p.meta["reference"]) for p in ctx.train]
+    bad = [task.check_program(p, f"def {p.meta['entry_point']}(*args):\n    return -1\n") for p in ctx.train]
+    results = run_programs(good + bad, timeout_s=5)
+    assert [r.passed for r in results] == [True] * len(good) + [False] * len(bad)
 
 
 @pytest.mark.slow
