@@ -112,6 +112,13 @@ class DatasetConfig:
     train_seed: int = 1
     test_seed: int = 2
     shuffle_seed: Optional[int] = None  # shuffle before taking *_size problems (None: keep file order)
+    # code datasets: MBPP's split of each side (by task_id; null: the whole file), and the
+    # teacher-made unit tests of code_alpaca (problems left with < min_tests are dropped)
+    train_split: Optional[str] = None
+    test_split: Optional[str] = None
+    min_tests: int = 3
+    max_tests: int = 10
+    tests_max_new_tokens: int = 256
 
     def check(self, key: str) -> None:
         _choice(self.task, f"{key}.task", ("gsm", "humaneval", "mbpp"))
@@ -121,6 +128,17 @@ class DatasetConfig:
         if self.name == "gsm_symbolic":
             _check(self.train_seed != self.test_seed, f"{key}.train_seed",
                    "train and test seeds must differ so the splits are disjoint")
+        for k in ("train_split", "test_split"):
+            v = getattr(self, k)
+            _check(v is None or v in ("train", "test", "validation", "prompt"), f"{key}.{k}",
+                   f"{v!r} is not one of MBPP's splits ['train', 'test', 'validation', 'prompt'] or null")
+        _check(self.min_tests >= 1, f"{key}.min_tests", f"must be >= 1, got {self.min_tests}")
+        _check(self.max_tests >= self.min_tests, f"{key}.max_tests",
+               f"must be >= min_tests ({self.min_tests}), got {self.max_tests}")
+        _check(self.tests_max_new_tokens >= 16, f"{key}.tests_max_new_tokens", "must be >= 16")
+        if self.name == "code_alpaca":
+            _check(self.test_file is not None or self.test_size is not None, f"{key}.test_size",
+                   "code_alpaca has one pool of problems: set test_size (carved from it) or test_file")
 
 
 @dataclass

@@ -82,6 +82,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         import torch
 
         from codistill.datasets import load_problems
+        from codistill.datasets import prepare_problems
         from codistill.evaluation import evaluate
         from codistill.execution import isolation_info
         from codistill.methods import RunContext, build_method
@@ -107,6 +108,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                                name=job_name(cfg), group=rc.experiment_name)
         ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
                          cache_dir=os.path.expanduser(rc.cache_dir))
+        train, test = prepare_problems(ctx, metrics)  # e.g. code_alpaca: the teacher helps make the tests
         method = build_method(rc)
 
         if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":

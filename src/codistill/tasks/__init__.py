@@ -14,7 +14,11 @@ def build_task(task_name: str, task_cfg) -> Task:
         from codistill.tasks.humaneval import HumanEvalTask
 
         return HumanEvalTask()
-    raise ValueError(f"dataset.task: no task named {task_name!r} (known: gsm, humaneval)")
+    if task_name == "mbpp":
+        from codistill.tasks.mbpp import MBPPTask
+
+        return MBPPTask()
+    raise ValueError(f"dataset.task: no task named {task_name!r} (known: gsm, humaneval, mbpp)")
 
 
 __all__ = ["Problem", "Prompt", "Task", "build_task", "cut_at_stops"]
