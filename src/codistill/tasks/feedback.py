@@ -17,7 +17,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from codistill.execution import ExecResult, Program
+    from codistill.execution import Program
     from codistill.tasks.base import Problem, Task
 
 FEEDBACK_ENTRY = "__codistill_feedback__"
@@ -183,13 +183,13 @@ def format_feedback(result: dict | None, program: str, *, status: str = "passed"
 
 
 def collect_feedback(task: Task, problems: list[Problem], programs: list[str], *, visible: bool,
-                     timeout_s: float, memory_mb: int, results: list[ExecResult | None] | None = None
-                     ) -> list[str | None]:
+                     timeout_s: float, memory_mb: int, results: list | None = None) -> list[str | None]:
     """Feedback for each (problem, program): None when the program passes the tests in question.
 
     ``visible=True`` runs only the problem's visible tests (what a model may be told at test
     time); ``visible=False`` runs the hidden ones (training-time feedback, as in PERsD).  When the
-    checking run's ``results`` are given, a timeout / kill there is reported without re-running."""
+    checking run's ``results`` are given (ExecResult or tasks.judge.Judged: ``status``, ``passed``,
+    ``error``), a timeout / kill there is reported without re-running."""
     from codistill.execution import run_programs
 
     out: list[str | None] = [None] * len(problems)
@@ -203,7 +203,7 @@ def collect_feedback(task: Task, problems: list[Problem], programs: list[str], *
         if not tests:
             if res is not None and not res.passed:  # no test statements: the checking run's own error
                 out[i] = format_feedback(None, program, status="error", error=res.error or "the tests failed",
-                                         stderr=res.stderr)
+                                         stderr=getattr(res, "stderr", None))
             continue
         todo.append(i)
         progs.append(feedback_program(program, tests, entry_point=prob.meta.get("entry_point", ""), setup=setup))
