@@ -60,6 +60,10 @@ def _expected(rest: str) -> tuple[bool, object]:
         ok, v = _literal(rest.rsplit(" = ", 1)[1].rstrip("."))
         if ok:
             return ok, v
+    if rest.endswith("."):  # a sentence's full stop ("should return 16.")
+        ok, v = _literal(rest[:-1])
+        if ok:
+            return ok, v
     for end in range(len(rest), 0, -1):  # the longest literal prefix followed by prose / punctuation
         if not _LITERAL_TAIL.match(rest[end:]):
             continue
