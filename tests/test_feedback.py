@@ -113,7 +113,8 @@ def test_format_feedback_is_pure():
                            stderr='  File "main.py", line 2, in f\n') == (
         "The program raised NameError: name 'q' is not defined\nat line: return x[0]")
     assert format_feedback({"kind": "assertion", "test": "f([1]) == 2", "call": "f([1])", "output": "1",
-                            "expected": "2"}, prog) == "Failed test: assert f([1]) == 2\nInput: f([1])\nOutput: 1\nExpected: 2"
+                            "expected": "2"}, prog) == (
+        "Failed test: assert f([1]) == 2\nInput: f([1])\nOutput: 1\nExpected: 2")
     assert format_feedback({"kind": "assertion", "test": "f([]) is None", "call": None}, prog) == (
         "Failed test: assert f([]) is None")
 
