@@ -218,6 +218,34 @@ class EKTConfig(MethodConfig):
                "must be >= 1 or null")
 
 
+@dataclass
+class PERsDConfig(MethodConfig):
+    """PERsD: the student attempts each problem once; the teacher refines the failed attempts
+    given the execution feedback; passing refinements are kept (``persd_refine`` /
+    ``persd_combined`` differ only in the training pairs they make)."""
+
+    name: str = "persd"
+    attempt_temperature: float = 0.0  # the student's one attempt per problem: 0 = greedy (as PERsD)
+    keep: str = "unique"  # refinements kept per problem: first | unique (every distinct passing one)
+    max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
+
+    def check(self, key: str) -> None:
+        _check(self.attempt_temperature >= 0, f"{key}.attempt_temperature", "must be >= 0")
+        _choice(self.keep, f"{key}.keep", ("first", "unique"))
+        _check(self.max_per_problem is None or self.max_per_problem >= 1, f"{key}.max_per_problem",
+               "must be >= 1 or null")
+
+
+@dataclass
+class PERsDRefineConfig(PERsDConfig):
+    name: str = "persd_refine"
+
+
+@dataclass
+class PERsDCombinedConfig(PERsDConfig):
+    name: str = "persd_combined"
+
+
 # --------------------------------------------------------------------------- training
 @dataclass
 class TrainConfig:
@@ -278,8 +306,10 @@ class EvalConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 256
+    refine_steps: int = 0  # multi-step inference: the student refines failed attempts with visible-test feedback
 
     def check(self, key: str) -> None:
+        _check(self.refine_steps >= 0, f"{key}.refine_steps", f"must be >= 0, got {self.refine_steps}")
         _check(self.greedy or self.n_samples > 0, f"{key}.n_samples", "set greedy=true or n_samples > 0")
         _check(self.n_samples >= 0, f"{key}.n_samples", "must be >= 0")
         for k in self.k:
@@ -329,6 +359,9 @@ class RunConfig:
 METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
     "none": NoneMethodConfig,
     "ekt": EKTConfig,
+    "persd": PERsDConfig,
+    "persd_refine": PERsDRefineConfig,
+    "persd_combined": PERsDCombinedConfig,
 }
 
 
@@ -375,4 +408,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     rest.logger.check("logger")
     rest.train.check("train")
     rest.eval.check("eval")
+    # execution feedback needs test statements: code tasks only
+    _check(not isinstance(method, PERsDConfig) or rest.dataset.task != "gsm", "method.name",
+           f"{method.name} needs a code task with tests (dataset.task=humaneval|mbpp|...), got gsm")
+    _check(rest.eval.refine_steps == 0 or rest.dataset.task != "gsm", "eval.refine_steps",
+           "multi-step refinement needs a code task with visible tests, got dataset.task=gsm")
     return rest

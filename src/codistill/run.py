@@ -55,6 +55,11 @@ def results_table(metrics: dict) -> str:
     for k in sorted(k for k in metrics if k.startswith("eval/pass@") and k != "eval/pass@1_greedy"):
         rows.append((f"trained student {k[5:]}" if metrics.get("method") != "none" else f"student {k[5:]}",
                      f"{metrics[k]:.3f}"))
+    for k in sorted(k for k in metrics if k.startswith("eval/step") and k.endswith("/pass@1")):
+        rows.append((f"refinement {k[5:]}", f"{metrics[k]:.3f}"))
+    if "data/sent_to_teacher" in metrics:
+        rows.append(("student attempts", f"{metrics['data/student_solved']}/{metrics['data/n_problems']} solved, "
+                                         f"{metrics['data/sent_to_teacher']} sent to the teacher"))
     if "data/n_kept" in metrics:
         rows.append(("data kept", f"{metrics['data/n_kept']} examples"
                      + (f" from {metrics['data/n_samples']} samples, {metrics.get('data/problems_solved', 0)}"

@@ -2,7 +2,10 @@
 
 A greedy completion per problem gives ``eval/pass@1`` (greedy).  With ``n_samples`` > 0,
 ``n_samples`` sampled completions per problem give the unbiased ``eval/pass@k`` for each
-configured k (and ``eval/pass@1_sampled``).
+configured k (and ``eval/pass@1_sampled``).  With ``refine_steps`` > 0 (code tasks), failed
+attempts are refined by the student with visible-test feedback (evaluation/refine.py) and the
+same figures are reported per step as ``eval/step{s}/...``; step 0 is the plain attempt, equal
+to ``eval/...``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,22 @@ from codistill.tasks.base import Problem, Task
 from codistill.tasks.judge import judge_completions
 
 log = logging.getLogger(__name__)
+
+
+def pass_metrics(judged, kind: str, n: int, ev, *, prefix: str) -> dict[str, float]:
+    """pass@1 of greedy samples (``pass@1``, ``pass@1_greedy``), or the unbiased pass@k of ``n``
+    sampled ones (``pass@1_sampled`` when a greedy pass@1 exists), keyed ``prefix + name``."""
+    correct = np.array([sum(j.passed for j in js) for js in judged])
+    out: dict[str, float] = {}
+    if kind == "greedy":
+        out[f"{prefix}pass@1"] = float(correct.mean()) if len(judged) else 0.0
+        out[f"{prefix}pass@1_greedy"] = out[f"{prefix}pass@1"]
+    else:
+        for k in sorted(set(ev.k) | {1}):
+            if k <= n:
+                v = float(np.mean([pass_at_k(n, int(c), k) for c in correct])) if len(judged) else 0.0
+                out[f"{prefix}pass@{k}" if (k > 1 or not ev.greedy) else f"{prefix}pass@1_sampled"] = v
+    return out
 
 
 def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_dir: Path,
@@ -45,21 +64,27 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
         comps, stats = generate(backend, texts, sampling, seed=cfg.seed, model_id=model_id, cache_root=cache_root)
         judged = judge_completions(task, problems, prompts, comps, timeout_s=cfg.task.timeout_s,
                                    memory_mb=cfg.task.memory_mb)
-        correct = np.array([sum(j.passed for j in js) for js in judged])
-        if kind == "greedy":
-            metrics["eval/pass@1"] = float(correct.mean()) if len(problems) else 0.0
-            metrics["eval/pass@1_greedy"] = metrics["eval/pass@1"]
-        else:
-            n = sampling.n
-            for k in sorted(set(ev.k) | {1}):
-                if k <= n:
-                    v = float(np.mean([pass_at_k(n, int(c), k) for c in correct])) if len(problems) else 0.0
-                    metrics[f"eval/pass@{k}" if (k > 1 or not ev.greedy) else "eval/pass@1_sampled"] = v
+        metrics.update(pass_metrics(judged, kind, sampling.n, ev, prefix="eval/"))
         metrics[f"eval/{kind}_tokens_per_s"] = stats["tokens_per_s"]
         for row, js in zip(rows, judged):
             row["samples"].extend({"kind": kind, "completion": j.completion, "program": j.program,
                                    "passed": j.passed, "status": j.status, "value": j.value, "error": j.error}
                                   for j in js)
+        if ev.refine_steps > 0:  # multi-step inference: self-refinement with visible-test feedback
+            from codistill.evaluation.refine import refine_steps
+
+            metrics.update(pass_metrics(judged, kind, sampling.n, ev, prefix="eval/step0/"))
+            steps = refine_steps(backend, tokenizer, task, problems, judged, sampling, steps=ev.refine_steps,
+                                 chat=chat, seed=cfg.seed, model_id=model_id, cache_root=cache_root,
+                                 timeout_s=cfg.task.timeout_s, memory_mb=cfg.task.memory_mb)
+            for s, step in enumerate(steps, start=1):
+                metrics.update(pass_metrics(step.judged, kind, sampling.n, ev, prefix=f"eval/step{s}/"))
+                metrics[f"eval/step{s}/{kind}_n_refined"] = len(step.refined)
+                for i, k in step.refined:
+                    j = step.judged[i][k]
+                    rows[i]["samples"].append({"kind": kind, "step": s, "sample": k, "feedback": step.feedback[(i, k)],
+                                               "completion": j.completion, "program": j.program, "passed": j.passed,
+                                               "status": j.status, "value": j.value, "error": j.error})
     with (run_dir / samples_file).open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, default=str) + "\n")

@@ -8,6 +8,9 @@ from codistill.methods.base import Method, MethodResult, RunContext
 METHODS = {
     "none": "codistill.methods.none:NoTraining",
     "ekt": "codistill.methods.ekt:EKT",
+    "persd": "codistill.methods.persd:PERsD",
+    "persd_refine": "codistill.methods.persd_refine:PERsDRefine",
+    "persd_combined": "codistill.methods.persd_combined:PERsDCombined",
 }
 
 

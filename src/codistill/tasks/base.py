@@ -59,6 +59,47 @@ class Task(ABC):
         body = program[len(prompt.prefix):] if program.startswith(prompt.prefix) else program
         return body.rstrip() + ("\n```" if prompt.fenced else "")
 
+    # ------------------------------------------------------------------ code tasks: feedback, refinement
+    def feedback_tests(self, problem: Problem, *, visible: bool) -> tuple[list[str], str]:
+        """(test statements, setup code) that execution feedback runs one by one.
+
+        Code tasks carry them in ``meta``: ``tests`` (hidden), ``visible_tests`` (what may be shown
+        to a model at test time) and optionally ``test_setup`` (imports / helpers the tests need).
+        A task without tests (GSM) gives none."""
+        tests = problem.meta.get("visible_tests" if visible else "tests") or []
+        return list(tests), str(problem.meta.get("test_setup") or "")
+
+    def render_refine(self, problem: Problem, attempt: str, feedback: str, tokenizer: Any, *,
+                      chat: bool) -> Prompt:
+        """The prompt asking for a corrected program, given a failed ``attempt`` and its ``feedback``
+        (PERsD's refinement prompt).  The answer starts like the task's zero-shot answer (same
+        prefix), so ``extract_program`` / ``target`` apply unchanged."""
+        base = self.render(problem, tokenizer, chat=False, shots=0)
+        if chat and getattr(tokenizer, "chat_template", None):
+            user = (f"{REFINE_TASK_HEADER}\n{self.describe(problem)}\n\n{REFINE_ATTEMPT_HEADER}\n"
+                    f"```python\n{attempt.rstrip()}\n```\n\n{REFINE_FEEDBACK_HEADER}\n{feedback.rstrip()}\n\n"
+                    f"{REFINE_REQUEST}")
+            messages = [{"role": "system", "content": REFINE_INSTRUCTION}, {"role": "user", "content": user}]
+            head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return Prompt(text=head + "```python\n" + base.prefix, prefix=base.prefix, fenced=True)
+        comment = "\n".join("# " + line for line in feedback.rstrip().splitlines())
+        text = (f"{attempt.rstrip()}\n\n# The code above is wrong. {REFINE_FEEDBACK_HEADER}\n{comment}\n"
+                f"# {REFINE_REQUEST}\n\n"
+                f"{base.text}")
+        return Prompt(text=text, prefix=base.prefix, fenced=base.fenced)
+
+    def describe(self, problem: Problem) -> str:
+        """The task as a user would state it in a chat message (for refinement prompts)."""
+        return problem.question
+
+
+REFINE_INSTRUCTION = ("You are an expert Python programmer. Fix the code so that it solves the task. "
+                      "Return only the complete corrected code.")
+REFINE_TASK_HEADER = "Task:"
+REFINE_ATTEMPT_HEADER = "This attempt is wrong:"
+REFINE_FEEDBACK_HEADER = "Execution feedback:"
+REFINE_REQUEST = "Write a corrected version of the code."
+
 
 def cut_at_stops(text: str, stops: tuple[str, ...] | list[str]) -> str:
     """``text`` up to the earliest of ``stops`` (pure; the backend may run past a stop)."""

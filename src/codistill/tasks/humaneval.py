@@ -44,3 +44,6 @@ class HumanEvalTask(Task):
 
     def judge(self, problem: Problem, result: ExecResult) -> bool:
         return bool(result.passed)
+
+    def describe(self, problem: Problem) -> str:
+        return f"```python\n{problem.meta['prompt'].rstrip()}\n```"

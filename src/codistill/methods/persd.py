@@ -1,0 +1,121 @@
+"""``method=persd``: personalised distillation (PERsD).
+
+1. The student attempts every training problem once (``method.attempt_temperature``: 0 =
+   greedy, as the PERsD paper's single attempt).
+2. Each attempt runs against the problem's hidden tests; a failed one gets execution feedback
+   (the exception and the failing line, or the failing test's input / output / expected value).
+3. Only the failed problems go to the teacher.  Its prompt (chat-templated for a chat teacher)
+   holds the task, the student's attempt and the feedback; it samples ``sampling.n``
+   refinements per problem, which are executed.
+4. Refinements that pass become training pairs.  ``persd``: (task -> refined solution);
+   ``persd_refine`` (persd_refine.py): (task + failed attempt + feedback -> refined solution);
+   ``persd_combined`` (persd_combined.py): both.
+
+Problems the student solves on its own are not sent to the teacher and give no training data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from codistill.config import SamplingConfig
+from codistill.generation import generate
+from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
+from codistill.methods.ekt import select_kept
+from codistill.tasks.feedback import collect_feedback
+from codistill.tasks.judge import judge_completions
+
+log = logging.getLogger(__name__)
+
+#: feedback for a failed attempt whose tests, run one by one, did not show the failure
+UNSPECIFIED_FEEDBACK = "The program fails the tests."
+
+
+class PERsD(Method):
+    name = "persd"
+    #: the kinds of training pair made from each kept refinement: "persd" (task -> solution),
+    #: "persd_refine" (task + attempt + feedback -> solution)
+    pair_kinds: tuple[str, ...] = ("persd",)
+
+    def build(self, ctx: RunContext) -> MethodResult:
+        cfg, m, task = ctx.cfg, self.cfg, ctx.task
+        stop = list(cfg.sampling.stop or task.stop)
+        run_opts = dict(timeout_s=cfg.task.timeout_s, memory_mb=cfg.task.memory_mb)
+
+        # 1-2. the student's own attempt, judged on the hidden tests, with feedback when it fails
+        s_backend, s_tok, s_id = ctx.backend("student", desc="student attempts")
+        s_prompts = [task.render(p, s_tok, chat=cfg.student.chat, shots=0) for p in ctx.train]
+        attempt_sampling = SamplingConfig(n=1, temperature=m.attempt_temperature, top_p=cfg.sampling.top_p,
+                                          max_new_tokens=cfg.sampling.max_new_tokens, stop=stop)
+        comps, s_stats = generate(s_backend, [p.text for p in s_prompts], attempt_sampling, seed=cfg.seed,
+                                  model_id=s_id, cache_root=ctx.cache_dir)
+        ctx.release("student")
+        attempts = [js[0] for js in judge_completions(task, ctx.train, s_prompts, comps, **run_opts)]
+        failed = [i for i, a in enumerate(attempts) if not a.passed]
+        feedback = dict(zip(failed, collect_feedback(
+            task, [ctx.train[i] for i in failed], [attempts[i].program for i in failed], visible=False,
+            results=[attempts[i] for i in failed], **run_opts)))
+        feedback = {i: fb or UNSPECIFIED_FEEDBACK for i, fb in feedback.items()}
+
+        # 3. the teacher refines the failed attempts
+        refined: dict[int, list] = {}
+        t_prompts: dict[int, object] = {}
+        t_stats = {"tokens_per_s": 0.0, "cached_prompts": 0}
+        if failed:
+            t_backend, t_tok, t_id = ctx.backend("teacher", desc="teacher refinements")
+            t_prompts = {i: task.render_refine(ctx.train[i], attempts[i].program, feedback[i], t_tok,
+                                               chat=cfg.teacher.chat) for i in failed}
+            sampling = dataclasses.replace(cfg.sampling, stop=stop)
+            comps, t_stats = generate(t_backend, [t_prompts[i].text for i in failed], sampling, seed=cfg.seed,
+                                      model_id=t_id, cache_root=ctx.cache_dir)
+            ctx.release("teacher")
+            judged = judge_completions(task, [ctx.train[i] for i in failed], [t_prompts[i] for i in failed],
+                                       comps, **run_opts)
+            refined = dict(zip(failed, judged))
+
+        # 4. passing refinements -> training pairs
+        generations, train_set, pairs = [], [], []
+        for i, (prob, a) in enumerate(zip(ctx.train, attempts)):
+            generations.append({"problem_id": prob.id, "stage": "student_attempt", "source": "student",
+                                "sample": 0, "completion": a.completion, "program": a.program,
+                                "status": a.status, "passed": a.passed, "error": a.error,
+                                "feedback": feedback.get(i)})
+            for idx, j in enumerate(refined.get(i, [])):
+                generations.append({"problem_id": prob.id, "stage": "teacher_refinement", "source": "teacher",
+                                    "sample": idx, "prompt": t_prompts[i].text, "completion": j.completion,
+                                    "program": j.program, "status": j.status, "passed": j.passed,
+                                    "error": j.error})
+            for j in select_kept(refined.get(i, []), m.keep, m.max_per_problem):
+                for kind in self.pair_kinds:
+                    if kind == "persd":
+                        sp = task.render(prob, s_tok, chat=cfg.student.chat, shots=0)
+                    else:
+                        sp = task.render_refine(prob, a.program, feedback[i], s_tok, chat=cfg.student.chat)
+                    completion = task.target(sp, j.program)
+                    pairs.append({"prompt": sp.text, "completion": completion})
+                    train_set.append({"problem_id": prob.id, "kind": kind, "source": "teacher",
+                                      "attempt": a.program, "feedback": feedback[i], "program": j.program,
+                                      "prompt": sp.text, "completion": completion})
+        write_jsonl(ctx.run_dir / "generations.jsonl", generations)
+        write_jsonl(ctx.run_dir / "train_set.jsonl", train_set)
+
+        n_samples = sum(len(js) for js in refined.values())
+        n_passing = sum(j.passed for js in refined.values() for j in js)
+        solved = sum(any(j.passed for j in js) for js in refined.values())
+        metrics = {
+            "data/n_problems": len(ctx.train),
+            "data/student_solved": len(ctx.train) - len(failed),
+            "data/sent_to_teacher": len(failed),
+            "data/n_samples": n_samples,
+            "data/n_passing": n_passing,
+            "data/problems_solved": solved,
+            "data/n_kept": len(pairs),
+            "student/tokens_per_s": s_stats["tokens_per_s"],
+            "teacher/tokens_per_s": t_stats["tokens_per_s"],
+            "teacher/cached_prompts": t_stats["cached_prompts"],
+        }
+        log.info("%s: the student solved %d/%d problems; the teacher refined %d of the %d others; "
+                 "%d/%d refinements pass; %d training examples", self.name, len(ctx.train) - len(failed),
+                 len(ctx.train), solved, len(failed), n_passing, n_samples, len(pairs))
+        return MethodResult(pairs=pairs, metrics=metrics)
