@@ -129,10 +129,8 @@ class Ranks:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if self.scratch is not None:
+        if self.scratch is not None:  # the launcher's: the other ranks have ended
             shutil.rmtree(self.scratch, ignore_errors=True)
-        elif not self.is_zero and os.environ.get(SCRATCH_ENV) and ok:
-            shutil.rmtree(Path(os.environ[SCRATCH_ENV]) / f"rank{self.rank}", ignore_errors=True)
         global _current
         _current = Ranks()
         return errors[0] if errors else None
@@ -169,6 +167,11 @@ def _worker_error(scratch: Path | None, r: int, rc: int) -> str:
             if err:
                 return err
         except (OSError, ValueError):
+            pass
+        try:  # it failed before writing metrics: the end of its log
+            lines = (scratch / f"rank{r}.log").read_text(errors="replace").strip().splitlines()
+            return f"exited with code {rc}: " + " | ".join(lines[-8:])
+        except OSError:
             pass
     return f"exited with code {rc}"
 
