@@ -76,6 +76,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     # trainer.devices > 1: codistill starts the other ranks here (codistill.distributed); ranks
     # other than 0 write their artifacts to a scratch dir, only training shares the run dir
+    from codistill.models import check_hardware
+
+    check_hardware(rc)  # e.g. QLoRA without CUDA: a ConfigError before anything loads
     dist = distributed.start(rc.trainer, cfg, run_dir)
     shared_dir, run_dir = run_dir, dist.artifact_dir(run_dir)
     metrics: dict = {"status": "running", "method": rc.method.name, "teacher": rc.teacher.name,

@@ -176,5 +176,5 @@ def merge_lora(model):
     return model
 
 
-__all__ = ["PairDataModule", "StudentLM", "build_trainer", "encode_example", "memory_preflight", "merge_lora",
+__all__ = ["PairDataModule", "StudentLM", "block_classes", "build_trainer", "encode_example", "memory_preflight", "merge_lora",
            "model_inputs", "pack_examples", "param_groups", "train_student", "warmup_linear"]
