@@ -273,6 +273,22 @@ def _watch(me: Ranks, run_dir: Path, grace_s: float = 60.0) -> None:
         time.sleep(0.5)
 
 
+def prepare_models(rc) -> None:
+    """Rank 0 converts the run's packaged models (once per cache) while the others wait: a
+    conversion is a transformers ``save_pretrained``, which writes files on rank 0 only."""
+    if _current.world <= 1:
+        return
+    if _current.is_zero:
+        from codistill.models import resolve_checkpoint
+
+        for m in (rc.teacher, rc.student):
+            if m.source == "packaged_gguf":
+                resolve_checkpoint(m, rc.cache_dir)
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
 # --------------------------------------------------------------------------- collectives
 def broadcast_object(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (``obj`` itself when single-process)."""

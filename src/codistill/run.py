@@ -73,12 +73,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     rc = validate(cfg)  # raises ConfigError naming the key; nothing loaded yet
     run_dir.mkdir(parents=True, exist_ok=True)
     from codistill import distributed
-
-    # trainer.devices > 1: codistill starts the other ranks here (codistill.distributed); ranks
-    # other than 0 write their artifacts to a scratch dir, only training shares the run dir
     from codistill.models import check_hardware
 
     check_hardware(rc)  # e.g. QLoRA without CUDA: a ConfigError before anything loads
+    # trainer.devices > 1: codistill starts the other ranks here (codistill.distributed); ranks
+    # other than 0 write their artifacts to a scratch dir, only training shares the run dir
     dist = distributed.start(rc.trainer, cfg, run_dir)
     shared_dir, run_dir = run_dir, dist.artifact_dir(run_dir)
     metrics: dict = {"status": "running", "method": rc.method.name, "teacher": rc.teacher.name,
@@ -99,6 +98,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from codistill.training import train_student
 
         pl.seed_everything(rc.seed, workers=True, verbose=False)
+        distributed.prepare_models(rc)  # ranks > 1: rank 0 converts packaged models first
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.local_world))
         metrics["execution/isolation"] = isolation_info().get("level")
         task = build_task(rc.dataset.task, rc.task)
