@@ -55,11 +55,13 @@ def build_strategy(strategy: str, model):
     return strategy
 
 
-def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int, model=None) -> pl.Trainer:
+def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int, model=None,
+                  callbacks: list | None = None) -> pl.Trainer:
     t = cfg.trainer
     every = cfg.train.checkpoint_every_n_epochs
-    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                 every_n_epochs=every, save_on_train_epoch_end=True)] if every else []
+    callbacks = list(callbacks or []) + ([ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
+                                                          save_top_k=0, every_n_epochs=every,
+                                                          save_on_train_epoch_end=True)] if every else [])
     strategy = build_strategy(t.strategy, model) if model is not None else t.strategy
     return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
@@ -120,10 +122,11 @@ def memory_preflight(model, cfg, *, extra_bytes: int = 0, processes: int = 1) ->
 
 
 def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list, *,
-                  extra_memory_bytes: int = 0) -> dict:
+                  extra_memory_bytes: int = 0, callbacks: list | None = None) -> dict:
     """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt``.
 
-    ``extra_memory_bytes`` feeds the memory estimate (e.g. a teacher kept for online KD)."""
+    ``extra_memory_bytes`` feeds the memory estimate (e.g. a teacher kept for online KD);
+    ``callbacks`` are extra Lightning callbacks (the training benchmark times steps with one)."""
     import torch
 
     from codistill import distributed
@@ -142,7 +145,7 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
     module = StudentLM(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                        warmup_steps=cfg.train.warmup_steps, flops_per_token=fpt, peak_flops=peak,
                        log_every_n_steps=cfg.trainer.log_every_n_steps)
-    trainer = build_trainer(cfg, run_dir, loggers, max_epochs=cfg.train.epochs, model=model)
+    trainer = build_trainer(cfg, run_dir, loggers, max_epochs=cfg.train.epochs, model=model, callbacks=callbacks)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if last.exists() else None
     if ckpt_path:
