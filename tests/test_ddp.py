@@ -139,3 +139,43 @@ def test_ddp_trains_the_student_on_teacher_samples_drawn_by_both_ranks(tmp_path)
     gens = [json.loads(x) for x in (run_dir / "generations.jsonl").read_text().splitlines()]
     assert len(gens) == 16 and len({g["problem_id"] for g in gens}) == 8  # every prompt answered once
     assert os.path.getsize(run_dir / "train_set.jsonl") > 0
+
+
+def test_a_failed_rank_s_error_is_reported_by_rank_zero(tmp_path):
+    """Rank 0 collects the error another rank wrote (or the end of its log) when it exits non-zero."""
+    import subprocess
+    import sys
+
+    from codistill import distributed
+
+    (tmp_path / "rank1").mkdir()
+    (tmp_path / "rank1" / "metrics.json").write_text(json.dumps({"status": "failed", "error": "OSError: disk full"}))
+    (tmp_path / "rank2.log").write_text("loading\nTraceback ...\nImportError: no module named foo\n")
+    ok = subprocess.Popen([sys.executable, "-c", "pass"])
+    bad1 = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    bad2 = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    me = distributed.Ranks(rank=0, world=4, local_world=4, scratch=tmp_path,
+                           workers=[(3, ok), (1, bad1), (2, bad2)])
+    assert distributed._worker_error(tmp_path, 2, 3).endswith("ImportError: no module named foo")
+    assert me.stop(ok=True) == "rank 1: OSError: disk full"
+    assert not tmp_path.exists()  # the launcher's scratch directory is removed
+    assert distributed.world_size() == 1
+
+
+def test_ranks_from_the_environment(monkeypatch):
+    from codistill import distributed
+
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.external_ranks() is None
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4(x2)")
+    assert distributed.external_ranks() == {"rank": 5, "world": 8, "local_rank": 1, "local_world": 4}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.external_ranks() == {"rank": 1, "world": 2, "local_rank": 1, "local_world": 2}
+    assert distributed.processes_per_node(2, "cpu") == 2 and distributed.processes_per_node([0, 1, 2], "gpu") == 3
+    assert distributed.processes_per_node("auto", "cpu") == 1
