@@ -40,10 +40,14 @@ class LoRAConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    quantize: Optional[str] = None  # "4bit" = QLoRA (bitsandbytes NF4 base weights; CUDA only)
 
     def check(self, key: str) -> None:
         _check(self.r > 0, f"{key}.r", f"must be > 0, got {self.r}")
         _check(0.0 <= self.dropout < 1.0, f"{key}.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.quantize in (None, "4bit", "8bit"), f"{key}.quantize",
+               f"{self.quantize!r} is not one of [null, '4bit', '8bit']")
+        _check(self.quantize is None or self.enabled, f"{key}.quantize", "needs lora.enabled=true (QLoRA)")
 
 
 @dataclass
@@ -261,6 +265,11 @@ class TrainConfig:
     num_workers: int = 0
     save_student: bool = True  # save the trained student (transformers format) under <run>/student
     checkpoint_every_n_epochs: int = 1  # Lightning checkpoint (weights + optimizer) for resuming; 0 = none
+    packing: bool = False  # several examples per row, no attention across their boundaries
+    compile: bool = False  # torch.compile the student
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+    peak_flops: Optional[float] = None  # device peak FLOP/s for MFU (null: GPU table / measured matmul on CPU)
+    memory_check: bool = True  # estimate training memory first; fail before training when it cannot fit
 
     def check(self, key: str) -> None:
         _check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
@@ -272,6 +281,7 @@ class TrainConfig:
         _check(self.max_seq_len >= 16, f"{key}.max_seq_len", "must be >= 16")
         _check(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0 (0 disables clipping)")
         _check(self.checkpoint_every_n_epochs >= 0, f"{key}.checkpoint_every_n_epochs", "must be >= 0")
+        _check(self.peak_flops is None or self.peak_flops > 0, f"{key}.peak_flops", "must be > 0 or null")
 
 
 @dataclass
@@ -292,6 +302,11 @@ class TrainerConfig:
         _choice(self.precision, f"{key}.precision",
                 ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true"))
         _check(self.num_nodes >= 1, f"{key}.num_nodes", "must be >= 1")
+        _check(isinstance(self.devices, (int, str, list)), f"{key}.devices", "must be an int, 'auto' or a list")
+        if self.strategy.startswith("fsdp"):
+            _check(self.accelerator in ("gpu", "cuda", "auto"), f"{key}.strategy",
+                   f"fsdp needs GPUs (accelerator=gpu), got accelerator={self.accelerator}; "
+                   f"use trainer=ddp on CPU")
 
 
 # --------------------------------------------------------------------------- evaluation

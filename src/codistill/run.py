@@ -77,6 +77,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     t0 = time.perf_counter()
     rc = validate(cfg)  # raises ConfigError naming the key; nothing loaded yet
     run_dir.mkdir(parents=True, exist_ok=True)
+    from codistill import distributed
+    from codistill.models import check_hardware
+
+    check_hardware(rc)  # e.g. QLoRA without CUDA: a ConfigError before anything loads
+    # trainer.devices > 1: codistill starts the other ranks here (codistill.distributed); ranks
+    # other than 0 write their artifacts to a scratch dir, only training shares the run dir
+    dist = distributed.start(rc.trainer, cfg, run_dir)
+    shared_dir, run_dir = run_dir, dist.artifact_dir(run_dir)
     metrics: dict = {"status": "running", "method": rc.method.name, "teacher": rc.teacher.name,
                      "student": rc.student.name, "dataset": rc.dataset.name, "seed": rc.seed,
                      "experiment": rc.experiment_name, "run_dir": str(run_dir)}
@@ -96,7 +104,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from codistill.training import train_student
 
         pl.seed_everything(rc.seed, workers=True, verbose=False)
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        distributed.prepare_models(rc)  # ranks > 1: rank 0 converts packaged models first
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.local_world))
         metrics["execution/isolation"] = isolation_info().get("level")
         task = build_task(rc.dataset.task, rc.task)
         train, test = load_problems(rc.dataset)
@@ -110,7 +119,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             if len(test) != 164:
                 log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
         loggers = make_loggers(rc, run_dir, OmegaConf.to_container(cfg, resolve=True),
-                               name=job_name(cfg), group=rc.experiment_name)
+                               name=job_name(cfg), group=rc.experiment_name) if dist.is_zero else []
         ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
                          cache_dir=os.path.expanduser(rc.cache_dir))
         train, test = prepare_problems(ctx, metrics)  # e.g. code_alpaca: the teacher helps make the tests
@@ -125,14 +134,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         log.info("stage: %s builds the training set", method.name)
         result = method.build(ctx)
+        result = distributed.broadcast_object(result)  # every rank trains on rank 0's data
         metrics.update(result.metrics)
         log_metrics(loggers, result.metrics)
 
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
             model, tok, _ = ctx.load("student", for_training=True)
-            metrics.update(train_student(model, tok, result.pairs, rc, run_dir, loggers))
-            if rc.train.save_student:
+            metrics.update(train_student(model, tok, result.pairs, rc, shared_dir, loggers))
+            from codistill.training import merge_lora
+
+            model = merge_lora(model)  # LoRA: adapters merged, saved and evaluated as plain weights
+            if rc.train.save_student and dist.is_zero:
                 model.save_pretrained(run_dir / "student", safe_serialization=True)
                 tok.save_pretrained(run_dir / "student")
             model.eval()
@@ -159,12 +172,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         metrics["traceback"] = traceback.format_exc(limit=20)
         raise
     finally:
+        other = dist.stop(ok=metrics["status"] == "ok")  # another rank's failure fails the run
+        if other:
+            metrics.update({"status": "failed", "error": other})
         metrics["time/total_s"] = round(time.perf_counter() - t0, 2)
         write_metrics(run_dir, metrics)
         if loggers:
             from codistill.tracking import finish
 
             finish(loggers, {k: v for k, v in metrics.items() if k != "traceback"})
+    if other:
+        raise RuntimeError(other)
     return metrics
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 from codistill.generation.cache import GenerationCache, digest
@@ -44,7 +45,18 @@ def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str 
     if cache and results:
         log.info("generation cache %s: %d of %d prompts already done", cache.path.name, len(results),
                  len(results) + len(todo))
-    if todo:
+    from codistill import distributed
+
+    if distributed.world_size() > 1:  # ranks split the prompts: agree on rank 0's view of the cache first
+        results, todo = distributed.broadcast_object((results, todo))
+        stats.update(cached_prompts=len(results), generated_prompts=len(todo))
+        if todo:
+            t0 = time.perf_counter()
+            fresh, stats["tokens"] = distributed.generate_sharded(backend, todo, sampling, seed,
+                                                                   on_batch=cache.append if cache else None)
+            results.update(zip(todo, fresh))
+            stats["tokens_per_s"] = stats["tokens"] / max(time.perf_counter() - t0, 1e-9)
+    elif todo:
         fresh = backend.generate(todo, sampling, seed, on_batch=cache.append if cache else None)
         results.update(zip(todo, fresh))
         stats["tokens"] = getattr(backend, "last_tokens", 0)

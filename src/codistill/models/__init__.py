@@ -196,6 +196,7 @@ def load_model(cfg: Any, cache_dir: str | Path, *, dtype: Optional[str] = None, 
     """
     lora = bool(for_training and cfg.lora.enabled)
     torch_dtype = resolve_dtype(dtype or cfg.dtype, for_training=for_training, lora=lora)
+    quant = _qlora_config(cfg, torch_dtype) if lora and cfg.lora.quantize else None  # checked before loading
     if cfg.source == "tiny":
         model = _tiny.build_tiny_model(cfg.tiny, _tiny.load_tiny_tokenizer(), torch_dtype)
     else:
@@ -205,7 +206,15 @@ def load_model(cfg: Any, cache_dir: str | Path, *, dtype: Optional[str] = None, 
         kwargs = {"trust_remote_code": bool(cfg.trust_remote_code), "dtype": torch_dtype}
         if cfg.source == "hub" and cfg.revision:
             kwargs["revision"] = cfg.revision
+        if quant is not None:
+            import torch
+
+            kwargs.update(quantization_config=quant, device_map={"": torch.cuda.current_device()})
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        if quant is not None:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         gc = model.generation_config
         if gc.pad_token_id is None and gc.eos_token_id is not None:
             eos = gc.eos_token_id
@@ -217,6 +226,40 @@ def load_model(cfg: Any, cache_dir: str | Path, *, dtype: Optional[str] = None, 
     else:
         model.eval()
     return model
+
+
+def check_hardware(cfg: Any) -> None:
+    """Config choices that need hardware this machine lacks (QLoRA without CUDA): a ConfigError
+    now, before any model is loaded.  ``cfg`` is the run config."""
+    import torch
+
+    if cfg.student.lora.enabled and cfg.student.lora.quantize:
+        _qlora_config(cfg.student, torch.bfloat16)
+    if cfg.trainer.strategy.startswith("fsdp") and not torch.cuda.is_available():
+        raise ConfigError("trainer.strategy=fsdp: FSDP runs on GPUs and this machine has none (Lightning's "
+                          "FSDP is not supported on CPU here); use trainer=ddp on CPU")
+
+
+def _qlora_config(cfg, compute_dtype):
+    """The bitsandbytes config of ``lora.quantize`` (QLoRA); a ConfigError where it cannot run."""
+    import torch
+
+    key = "student.lora.quantize"
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{key}={cfg.lora.quantize}: QLoRA needs a CUDA GPU (bitsandbytes); this machine has "
+                          f"none. Use plain LoRA (lora.quantize=null) on CPU")
+    if cfg.source == "tiny":
+        raise ConfigError(f"{key}: QLoRA loads a checkpoint quantized; source=tiny has none")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as e:
+        raise ConfigError(f"{key}={cfg.lora.quantize}: needs the `bitsandbytes` package "
+                          f"(pip install 'codistill[qlora]')") from e
+    if cfg.lora.quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if compute_dtype == torch.float32 else compute_dtype)
 
 
 def _apply_lora(model, lora_cfg):

@@ -1,4 +1,11 @@
-"""Training: fit the student on (prompt, completion) pairs with a Lightning Trainer."""
+"""Training: fit the student on (prompt, completion) pairs with a Lightning Trainer.
+
+Speed switches (``train.*``): ``packing`` (several examples per row, no attention across
+them), ``compile`` (torch.compile), ``gradient_checkpointing``; TF32 matmuls on GPUs;
+fused AdamW on CUDA; SDPA attention (transformers' default).  Strategy ``fsdp`` wraps each
+transformer block (the model's ``_no_split_modules`` classes).  A memory estimate is
+printed before training and a run that cannot fit fails then (``train.memory_check``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from codistill.training.data import PairDataModule, encode_example
+from codistill.training.data import PairDataModule, encode_example, model_inputs, pack_examples
+from codistill.training.memory import check_fits, estimate_for_model
 from codistill.training.module import StudentLM, param_groups, warmup_linear
 
 log = logging.getLogger(__name__)
@@ -27,13 +35,36 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_bf16_ok() else "32-true"
 
 
-def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int) -> pl.Trainer:
+def block_classes(model) -> set[type]:
+    """The transformer block classes of a transformers model (its ``_no_split_modules``)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    found = {type(m) for m in model.modules() if type(m).__name__ in names}
+    if not found:
+        raise ValueError(f"trainer.strategy=fsdp: no transformer block class found on {type(model).__name__} "
+                         f"(_no_split_modules={sorted(names)})")
+    return found
+
+
+def build_strategy(strategy: str, model):
+    """The Lightning strategy for a config string; ``fsdp`` wraps each transformer block."""
+    if strategy == "fsdp":
+        from pytorch_lightning.strategies import FSDPStrategy
+
+        return FSDPStrategy(auto_wrap_policy=block_classes(model), sharding_strategy="FULL_SHARD",
+                            state_dict_type="full")
+    return strategy
+
+
+def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int, model=None,
+                  callbacks: list | None = None) -> pl.Trainer:
     t = cfg.trainer
     every = cfg.train.checkpoint_every_n_epochs
-    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                 every_n_epochs=every, save_on_train_epoch_end=True)] if every else []
+    callbacks = list(callbacks or []) + ([ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
+                                                          save_top_k=0, every_n_epochs=every,
+                                                          save_on_train_epoch_end=True)] if every else [])
+    strategy = build_strategy(t.strategy, model) if model is not None else t.strategy
     return pl.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=resolve_precision(t.precision, t.accelerator), max_epochs=max_epochs, max_steps=t.max_steps,
         accumulate_grad_batches=cfg.train.grad_accum,
         gradient_clip_val=cfg.train.grad_clip or None, log_every_n_steps=t.log_every_n_steps,
@@ -42,27 +73,111 @@ def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int) -> pl.T
     )
 
 
-def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list) -> dict:
-    """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt``."""
+def _uses_cuda(accelerator: str) -> bool:
+    import torch
+
+    return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+
+
+def prepare_model(model, cfg) -> None:
+    """The speed switches that act on the model itself (in place)."""
+    import torch
+
+    if _uses_cuda(cfg.trainer.accelerator):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.train.compile:
+        model.compile()  # in place: parameter names (and checkpoints) unchanged
+
+
+def memory_preflight(model, cfg, *, extra_bytes: int = 0, processes: int = 1) -> dict:
+    """Estimate training memory, log it, and raise InsufficientMemoryError when it cannot fit.
+
+    ``extra_bytes``: other resident memory (an online KD teacher); ``processes``: ranks
+    sharing this machine's RAM (CPU DDP)."""
+    import torch
+
+    from codistill.training.memory import available_memory
+
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    shards = 1
+    if cfg.trainer.strategy.startswith("fsdp"):
+        from codistill import distributed
+
+        shards = distributed.world_size()
+    est = estimate_for_model(model, batch=cfg.train.batch_size, seq_len=cfg.train.max_seq_len,
+                             half_activations=precision.startswith(("bf16", "16")),
+                             gradient_checkpointing=cfg.train.gradient_checkpointing, shards=shards,
+                             extra_bytes=extra_bytes)
+    device = torch.device("cuda", torch.cuda.current_device()) if _uses_cuda(cfg.trainer.accelerator) \
+        else torch.device("cpu")
+    avail, what = available_memory(device)
+    log.info("training memory estimate: %s per process; %.2f GiB of %s", est.describe(), avail / 2 ** 30, what)
+    if cfg.train.memory_check:
+        check_fits(est, avail, what, processes=processes if device.type == "cpu" else 1)
+    return {"train/memory_estimate_gib": round(est.total / 2 ** 30, 3)}
+
+
+def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list, *,
+                  extra_memory_bytes: int = 0, callbacks: list | None = None) -> dict:
+    """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt``.
+
+    ``extra_memory_bytes`` feeds the memory estimate (e.g. a teacher kept for online KD);
+    ``callbacks`` are extra Lightning callbacks (the training benchmark times steps with one)."""
+    import torch
+
+    from codistill import distributed
+    from codistill.training.speed import device_peak_flops, model_flops_per_token
+
+    figures = memory_preflight(model, cfg, extra_bytes=extra_memory_bytes, processes=distributed.local_world_size())
+    prepare_model(model, cfg)
     dm = PairDataModule(pairs, tokenizer, batch_size=cfg.train.batch_size, max_len=cfg.train.max_seq_len,
-                        mask_prompt=cfg.train.mask_prompt, seed=cfg.seed, num_workers=cfg.train.num_workers)
+                        mask_prompt=cfg.train.mask_prompt, seed=cfg.seed, num_workers=cfg.train.num_workers,
+                        packing=cfg.train.packing)
+    device = torch.device("cuda", torch.cuda.current_device()) if _uses_cuda(cfg.trainer.accelerator) \
+        else torch.device("cpu")
+    peak, peak_src = device_peak_flops(device, cfg.train.peak_flops)
+    fpt = model_flops_per_token(model, cfg.train.max_seq_len if cfg.train.packing else
+                                max(1, dm.n_tokens // max(len(dm.items), 1)))
     module = StudentLM(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                       warmup_steps=cfg.train.warmup_steps)
-    trainer = build_trainer(cfg, run_dir, loggers, max_epochs=cfg.train.epochs)
+                       warmup_steps=cfg.train.warmup_steps, flops_per_token=fpt, peak_flops=peak,
+                       log_every_n_steps=cfg.trainer.log_every_n_steps)
+    trainer = build_trainer(cfg, run_dir, loggers, max_epochs=cfg.train.epochs, model=model, callbacks=callbacks)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if last.exists() else None
     if ckpt_path:
         log.info("resuming training from %s", last)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     loss = trainer.callback_metrics.get("train/loss")
+    tps = module.tokens_per_s * distributed.world_size()  # every rank trains on its own shard
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
+        **figures,
         "train/examples": len(pairs),
+        "train/rows": len(dm.items),
         "train/tokens": dm.n_tokens,
         "train/steps": int(trainer.global_step),
         "train/final_loss": float(loss) if loss is not None else None,
-        "train/tokens_per_s": module.tokens_per_s,
+        "train/tokens_per_s": tps,
+        "train/mfu": tps * fpt / (peak * distributed.world_size()) if peak else None,
+        "train/peak_flops_source": peak_src,
+        "train/trainable_params": n_train,
+        "train/world_size": distributed.world_size(),
     }
 
 
-__all__ = ["PairDataModule", "StudentLM", "build_trainer", "encode_example", "param_groups",
-           "train_student", "warmup_linear"]
+def merge_lora(model):
+    """A PEFT (LoRA) model with its adapters merged into plain weights; other models as they are.
+
+    The trained student is saved and evaluated merged, so ``<run>/student`` is an ordinary
+    transformers checkpoint that loads without PEFT."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+__all__ = ["PairDataModule", "StudentLM", "block_classes", "build_trainer", "encode_example", "memory_preflight", "merge_lora",
+           "model_inputs", "pack_examples", "param_groups", "train_student", "warmup_linear"]

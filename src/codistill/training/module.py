@@ -1,4 +1,9 @@
-"""The student as a LightningModule: causal-LM loss, AdamW, warmup + linear decay."""
+"""The student as a LightningModule: causal-LM loss, AdamW, warmup + linear decay.
+
+Every ``log_every_n_steps`` optimizer steps it logs ``train/tokens_per_s`` (real tokens,
+padding excluded, over the steps since the last log; per process) and ``train/mfu`` (see
+:mod:`codistill.training.speed`; 0 when no FLOPs figure was given).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import time
 
 import pytorch_lightning as pl
 import torch
+
+from codistill.training.data import model_inputs
+from codistill.training.speed import mfu
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -28,39 +36,61 @@ def warmup_linear(step: int, warmup: int, total: int) -> float:
 
 
 class StudentLM(pl.LightningModule):
-    def __init__(self, model, *, lr: float, weight_decay: float, warmup_steps: int) -> None:
+    def __init__(self, model, *, lr: float, weight_decay: float, warmup_steps: int,
+                 flops_per_token: float = 0.0, peak_flops: float = 0.0, log_every_n_steps: int = 10) -> None:
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
         self.save_hyperparameters(ignore=["model"])
-        self._t0: float | None = None
-        self._tokens = 0
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.log_every = max(1, log_every_n_steps)
+        self._t0: float | None = None  # start of the first step (whole-run figure)
+        self._tokens = 0  # real (non-padding) tokens trained on since _t0
+        self._win_t0: float | None = None
+        self._win_tokens = 0
+        self._t_end: float | None = None
 
     def forward(self, **batch):
         return self.model(**batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         labels=batch["labels"])
-        n_tok = int(batch["attention_mask"].sum())
-        self._tokens += n_tok
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
+        out = self.model(**model_inputs(batch), labels=batch["labels"])
         bs = batch["input_ids"].shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return out.loss
 
-    def on_train_epoch_end(self) -> None:
-        if self._t0 is not None:
-            self.log("train/tokens_per_s", self.tokens_per_s)
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self._t0 is None:
+            self._t0 = self._win_t0 = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        now = time.perf_counter()
+        n_tok = int(batch["attention_mask"].sum())
+        self._tokens += n_tok
+        self._win_tokens += n_tok
+        if self.trainer.global_step % self.log_every == 0 and now > self._win_t0:
+            tps = self._win_tokens / (now - self._win_t0)
+            figures = {"train/tokens_per_s": tps}
+            if self.flops_per_token and self.peak_flops:
+                figures["train/mfu"] = mfu(tps, self.flops_per_token, self.peak_flops)
+            self.log_dict(figures, on_step=True, on_epoch=False, batch_size=batch["input_ids"].shape[0])
+            self._win_t0, self._win_tokens = now, 0
 
     @property
     def tokens_per_s(self) -> float:
-        return self._tokens / max(time.perf_counter() - self._t0, 1e-9) if self._t0 else 0.0
+        """Tokens per second of this process over the whole fit."""
+        if not (self._t0 and self._tokens):
+            return 0.0
+        return self._tokens / max((self._t_end or time.perf_counter()) - self._t0, 1e-9)
+
+    def on_train_end(self) -> None:
+        self._t_end = time.perf_counter()
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(param_groups(self.model, self.weight_decay), lr=self.lr, betas=(0.9, 0.95))
+        on_cuda = next(self.model.parameters()).is_cuda
+        opt = torch.optim.AdamW(param_groups(self.model, self.weight_decay), lr=self.lr, betas=(0.9, 0.95),
+                                fused=on_cuda or None)
         total = int(self.trainer.estimated_stepping_batches)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, self.warmup_steps, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
