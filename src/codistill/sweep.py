@@ -41,9 +41,10 @@ def safe_dirname(name: str) -> str:
     name = re.sub(r"[/\\\x00]", "_", name).strip()
     if name in (".", ".."):
         name = name.replace(".", "_")
-    if len(name) > MAX_DIRNAME:
+    if len(name) > MAX_DIRNAME:  # keep both ends (Hydra sorts the keys; what varies is often last)
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-        name = f"{name[:MAX_DIRNAME - 9]}-{digest}"
+        head = 40
+        name = f"{name[:head]}...{name[-(MAX_DIRNAME - head - 12):]}-{digest}"
     return name
 
 
