@@ -73,8 +73,9 @@ def format_table(df: pd.DataFrame) -> str:
 
 def config_labels(df: pd.DataFrame) -> pd.Series:
     """A label per row: the method, plus any of teacher/student/dataset the sweep varied."""
-    varied = [c for c in CONFIG_COLUMNS[1:] if df[c].nunique(dropna=False) > 1]
-    return df.apply(lambda r: " | ".join([str(r["method"])] + [f"{c}={r[c]}" for c in varied]), axis=1)
+    varied = [c for c in CONFIG_COLUMNS[1:] if df[c].dropna().nunique() > 1]
+    return df.apply(lambda r: " | ".join([str(r["method"])] + [f"{c}={r[c]}" for c in varied if pd.notna(r[c])]),
+                    axis=1)
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
@@ -97,10 +98,11 @@ def plot(df: pd.DataFrame, path: str | Path, title: str | None = None):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    ok = df[df["status"] == "ok"].copy()
+    df = df.copy()
+    df["config"] = config_labels(df) if not df.empty else []
+    ok = df[df["status"] == "ok"]
     metrics = [c for c in pass_columns(ok.columns) if ok[c].notna().any()]
-    ok["config"] = config_labels(ok) if not ok.empty else []
-    configs = list(dict.fromkeys(ok["config"]))
+    configs = list(dict.fromkeys(df["config"]))  # every method has its place, finished or not
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(configs) * max(1, len(metrics)) / 2 + 2), 4.2))
     if not configs or not metrics:
         ax.text(0.5, 0.5, "no finished job with pass@k", ha="center", va="center", transform=ax.transAxes)
@@ -117,15 +119,20 @@ def plot(df: pd.DataFrame, path: str | Path, title: str | None = None):
                 "eval/", ""), alpha=0.8)
             for p, g in zip(pos, groups):
                 ax.scatter(np.full(len(g), p), g, color="black", s=12, zorder=3)
+        for xi, c in zip(x, configs):
+            if not (ok["config"] == c).any():
+                ax.text(xi, 0.01, "no finished job", ha="center", va="bottom", fontsize=8, color="gray")
+        ax.set_xlim(-0.6, len(configs) - 0.4)
         ax.set_xticks(x)
-        ax.set_xticklabels(configs, rotation=15 if len(configs) > 3 else 0, ha="right" if len(configs) > 3 else "center")
+        tilt = len(configs) > 3 or max(len(c) for c in configs) > 24
+        ax.set_xticklabels(configs, rotation=15 if tilt else 0, ha="right" if tilt else "center", fontsize=8 if tilt else 10)
         ax.set_ylabel("pass rate (mean ± std over seeds; dots: seeds)")
         top = np.nanmax(ok[metrics].to_numpy(dtype=float)) if len(ok) else 0.0
         ax.set_ylim(0, max(0.05, min(1.0, top * 1.25 + 0.02)))
         ax.legend(title="metric", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     n_bad = int((df["status"] != "ok").sum())
-    ax.set_title((title or "pass@k by method") + (f"  ({n_bad} job(s) not ok, not shown)" if n_bad else ""),
+    ax.set_title((title or "pass@k by method") + (f"  ({n_bad} job(s) not ok)" if n_bad else ""),
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -136,9 +143,9 @@ def plot(df: pd.DataFrame, path: str | Path, title: str | None = None):
 def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> tuple[pd.DataFrame, Path, Path]:
     """Load the sweep, write ``report.csv`` and ``report.png`` into ``out_dir`` (default: the sweep dir)."""
     sweep_dir = Path(sweep_dir)
+    df = load_sweep(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
-    df = load_sweep(sweep_dir)
     csv_path, png_path = out / "report.csv", out / "report.png"
     df.to_csv(csv_path, index=False)
     plot(df, png_path, title=f"{sweep_dir.parent.name}/{sweep_dir.name}: pass@k by method")
