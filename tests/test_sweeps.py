@@ -3,6 +3,7 @@ stable sweep directories, resume, failure isolation, Optuna, submitit, report, n
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -181,7 +182,7 @@ def test_failing_jobs_are_recorded_and_the_sweep_goes_on_then_exits_nonzero(tmp_
                 cwd=tmp_path, env={"CODISTILL_CACHE": str(cache)})
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
     [d] = sweep_dirs(tmp_path)
-    js = {job.split("student.source=")[1]: m for job, m in jobs(d).items()}
+    js = {re.search(r"student\.source=(\w+)", job).group(1): m for job, m in jobs(d).items()}
     assert set(js) == {"tiny", "local", "bogus"}
     assert js["tiny"]["status"] == "ok"
     assert js["local"]["status"] == "failed" and "/nonexistent" in js["local"]["error"]

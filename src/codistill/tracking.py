@@ -41,11 +41,12 @@ def _wandb_runs(loggers: list) -> list:
 
 def log_train_set(loggers: list, path: Path) -> None:
     """The training set (``train_set.jsonl``) as a W&B dataset artifact, when the method wrote one."""
-    if not path.exists():
+    runs = _wandb_runs(loggers)
+    if not runs or not path.exists():
         return
     import wandb
 
-    for run in _wandb_runs(loggers):
+    for run in runs:
         art = wandb.Artifact(name=f"train_set-{run.id}", type="dataset",
                              metadata={"examples": sum(1 for line in path.open() if line.strip())})
         art.add_file(str(path), name=path.name)
