@@ -139,7 +139,7 @@ def summarize(sweep_dir: Path, jobs: list[tuple[Path, dict]]) -> tuple[str, list
         if status == "ok" and m.get("eval/pass@1") is not None:
             line += f"  pass@1={m['eval/pass@1']:.3f}"
         if status != "ok":
-            line += f"  error: {m.get('error', 'did not finish')}  ({d / 'metrics.json'})"
+            line += f"  error: {m.get('error', 'did not finish')}  ({(d / 'metrics.json').absolute()})"
         lines.append(line)
     return "\n".join(lines), bad
 
