@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-
-log = logging.getLogger("codistill")
 
 MAX_DIRNAME = 120
 
