@@ -115,8 +115,9 @@ def plot(df: pd.DataFrame, path: str | Path, title: str | None = None):
             means = [g.mean() if len(g) else np.nan for g in groups]
             stds = [g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups]
             pos = x - 0.4 + width * (i + 0.5)
-            ax.bar(pos, means, width * 0.9, yerr=stds, capsize=3, label=m.replace("eval_base/", "base ").replace(
+            bars = ax.bar(pos, means, width * 0.9, yerr=stds, capsize=3, label=m.replace("eval_base/", "base ").replace(
                 "eval/", ""), alpha=0.8)
+            ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in means], fontsize=7, padding=2)
             for p, g in zip(pos, groups):
                 ax.scatter(np.full(len(g), p), g, color="black", s=12, zorder=3)
         for xi, c in zip(x, configs):
