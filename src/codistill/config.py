@@ -369,6 +369,7 @@ class RunConfig:
     cache_dir: str = MISSING
     experiment_name: str = "default"
     print_config: bool = False
+    sweep_name: Optional[str] = None  # multirun/<experiment_name>/<sweep_name> (null: a hash of the overrides)
 
 
 METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
@@ -381,6 +382,9 @@ METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
 
 
 def register_configs() -> None:
+    from codistill.sweep import register_resolvers
+
+    register_resolvers()  # ${codistill_sweep_id:...} in hydra.sweep.dir
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="schema/model", name="model", node=ModelConfig, package="_group_")

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from codistill.config import ConfigError, register_configs, validate
+from codistill.sweep import failure_metrics, finished, hydra_sweep_dir, read_metrics
 
 log = logging.getLogger("codistill")
 register_configs()
@@ -100,7 +101,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from codistill.execution import isolation_info
         from codistill.methods import RunContext, build_method
         from codistill.tasks import build_task
-        from codistill.tracking import log_metrics, make_loggers
+        from codistill.sweep import wandb_group
+        from codistill.tracking import log_eval_table, log_metrics, log_train_set, make_loggers
         from codistill.training import train_student
 
         pl.seed_everything(rc.seed, workers=True, verbose=False)
@@ -119,7 +121,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             if len(test) != 164:
                 log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
         loggers = make_loggers(rc, run_dir, OmegaConf.to_container(cfg, resolve=True),
-                               name=job_name(cfg), group=rc.experiment_name) if dist.is_zero else []
+                               name=job_name(cfg), group=wandb_group(rc.experiment_name)) if dist.is_zero else []
         ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
                          cache_dir=os.path.expanduser(rc.cache_dir))
         train, test = prepare_problems(ctx, metrics)  # e.g. code_alpaca: the teacher helps make the tests
@@ -137,6 +139,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         result = distributed.broadcast_object(result)  # every rank trains on rank 0's data
         metrics.update(result.metrics)
         log_metrics(loggers, result.metrics)
+        log_train_set(loggers, run_dir / "train_set.jsonl")
 
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
@@ -165,6 +168,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                           cache_root=ctx.cache_dir)
             metrics.update(ev)
             log_metrics(loggers, ev)
+            log_eval_table(loggers, run_dir / "eval_samples.jsonl", test)
         metrics["status"] = "ok"
     except Exception as e:
         metrics["status"] = "failed"
@@ -194,11 +198,24 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=True))
+    in_sweep = hydra_sweep_dir() is not None
+    if in_sweep and (done := finished(run_dir)):
+        print(f"\nskipped ({run_dir}): finished before (status ok in metrics.json)\n", flush=True)
+        return done.get("eval/pass@1")
     try:
         metrics = run(cfg, run_dir)
-    except ConfigError as e:
-        log.error("invalid config: %s", e)
-        raise
+    except Exception as e:
+        if isinstance(e, ConfigError):
+            log.error("invalid config: %s", e)
+        if not in_sweep:
+            raise
+        # a sweep goes on with its other jobs; SweepSummary reports this one at the end
+        log.exception("job failed: %s", run_dir)
+        recorded = read_metrics(run_dir) or {}
+        if recorded.get("status") != "failed" or recorded.get("error") != f"{type(e).__name__}: {e}":
+            run_dir.mkdir(parents=True, exist_ok=True)  # failed before run() wrote (a bad config value)
+            write_metrics(run_dir, failure_metrics(cfg, run_dir, e))
+        return float("nan")  # what a sweeper (Optuna) reads as a failed trial
     print(f"\nresults ({run_dir}):\n{results_table(metrics)}\n", flush=True)
     return metrics.get("eval/pass@1")
 

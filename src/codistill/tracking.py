@@ -25,8 +25,62 @@ def make_loggers(cfg, run_dir: Path, flat_config: dict, *, name: str, group: str
     tags = [f"method:{cfg.method.name}", f"teacher:{cfg.teacher.name}", f"student:{cfg.student.name}",
             f"dataset:{cfg.dataset.name}", *lc.tags]
     logger = WandbLogger(project=lc.project, entity=lc.entity, name=name, group=group, tags=tags,
-                         save_dir=str(run_dir), mode=lc.mode, config=flat_config, job_type="run")
+                         save_dir=str(run_dir), mode=lc.mode, config=flat_config, job_type=job_type(cfg))
     return [logger]
+
+
+def job_type(cfg) -> str:
+    """W&B ``job_type``: the stages this job runs -- ``eval`` for the base student alone
+    (method=none), ``distill`` when a method builds a training set and trains on it."""
+    return "eval" if cfg.method.name == "none" else "distill"
+
+
+def _wandb_runs(loggers: list) -> list:
+    return [lg.experiment for lg in loggers if type(lg).__name__ == "WandbLogger"]
+
+
+def log_train_set(loggers: list, path: Path) -> None:
+    """The training set (``train_set.jsonl``) as a W&B dataset artifact, when the method wrote one."""
+    runs = _wandb_runs(loggers)
+    if not runs or not path.exists():
+        return
+    import wandb
+
+    for run in runs:
+        art = wandb.Artifact(name=f"train_set-{run.id}", type="dataset",
+                             metadata={"examples": sum(1 for line in path.open() if line.strip())})
+        art.add_file(str(path), name=path.name)
+        run.log_artifact(art)
+
+
+EVAL_COLUMNS = ["problem_id", "problem", "kind", "completion", "program", "verdict", "error"]
+
+
+def eval_table_rows(samples_path: Path, problems: list) -> list[list]:
+    """One row per evaluation sample: problem, completion, verdict (pass / the failure status), error."""
+    questions = {p.id: p.question for p in problems}
+    rows = []
+    for line in samples_path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        for s in r["samples"]:
+            verdict = "pass" if s.get("passed") else str(s.get("status"))
+            rows.append([r["problem_id"], questions.get(r["problem_id"], ""), s.get("kind"), s.get("completion"),
+                         s.get("program"), verdict, s.get("error") or ""])
+    return rows
+
+
+def log_eval_table(loggers: list, samples_path: Path, problems: list, key: str = "eval/samples") -> None:
+    """The evaluation samples as a W&B Table (problem, completion, verdict, error)."""
+    runs = _wandb_runs(loggers)
+    if not runs or not samples_path.exists():
+        return
+    import wandb
+
+    rows = eval_table_rows(samples_path, problems)
+    for run in runs:
+        run.log({key: wandb.Table(columns=EVAL_COLUMNS, data=rows)})
 
 
 def log_metrics(loggers: list, metrics: dict, step: int | None = None) -> None:

@@ -1,0 +1,179 @@
+"""``codistill-report <sweep dir>``: one table row per job, a CSV and a PNG plot.
+
+    codistill-report multirun/smoke/sweep-1a2b3c4d            # table on stdout, report.csv + report.png there
+    python -m codistill.report multirun/demo/my-sweep --out results/
+
+The rows come from each job's ``metrics.json`` (written by every run, finished or failed),
+so the report is generic over methods, datasets and metrics: every ``eval/pass@k`` found
+becomes a column.  The plot shows pass@k by method (and by whatever else the sweep varied:
+teacher, student, dataset), the bar at the mean over seeds and the spread as the standard
+deviation with each seed as a dot.  The notebook ``notebooks/compare_runs.ipynb`` reuses
+these functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from codistill.sweep import job_metrics
+
+ID_COLUMNS = ["method", "teacher", "student", "dataset", "seed"]
+CONFIG_COLUMNS = ["method", "teacher", "student", "dataset"]
+_PASS = re.compile(r"^(eval|eval_base)/pass@(\d+)$")
+
+
+def pass_columns(columns) -> list[str]:
+    """``eval/pass@k`` (and the untrained ``eval_base/pass@k``) columns, by k then trained first."""
+    found = [c for c in columns if _PASS.match(str(c))]
+    return sorted(found, key=lambda c: (int(_PASS.match(c).group(2)), _PASS.match(c).group(1) != "eval"))
+
+
+def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per job of the sweep: its identity, pass@k, data kept, time, status, error.
+
+    Raises FileNotFoundError when the directory holds no job (no metrics.json)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+    jobs = job_metrics(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir}: no job directory with a metrics.json under it")
+    rows = []
+    for d, m in jobs:
+        row = {"job": str(d.relative_to(sweep_dir)) or ".", **{c: m.get(c) for c in ID_COLUMNS}}
+        row.update({c: m[c] for c in pass_columns(m)})
+        row["data_kept"] = m.get("data/n_kept")
+        row["time_s"] = m.get("time/total_s")
+        row["status"] = m.get("status")
+        row["error"] = m.get("error", "")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    cols = ["job", *ID_COLUMNS, *pass_columns(df.columns), "data_kept", "time_s", "status", "error"]
+    return df[cols]
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """The table as aligned text (the long error column last, shortened)."""
+    show = df.copy()
+    show["error"] = show["error"].fillna("").astype(str).str.slice(0, 60)
+    for c in pass_columns(show.columns):
+        show[c] = show[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    show["time_s"] = show["time_s"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    show["data_kept"] = show["data_kept"].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    show = show.fillna("")
+    if not (show["error"] != "").any():
+        show = show.drop(columns="error")
+    return show.to_string(index=False)
+
+
+def config_labels(df: pd.DataFrame) -> pd.Series:
+    """A label per row: the method, plus any of teacher/student/dataset the sweep varied."""
+    varied = [c for c in CONFIG_COLUMNS[1:] if df[c].dropna().nunique() > 1]
+    return df.apply(lambda r: " | ".join([str(r["method"])] + [f"{c}={r[c]}" for c in varied if pd.notna(r[c])]),
+                    axis=1)
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation and count over seeds of every pass@k, per configuration (ok jobs)."""
+    ok = df[df["status"] == "ok"].copy()
+    metrics = pass_columns(ok.columns)
+    if ok.empty or not metrics:
+        return pd.DataFrame(columns=["config", "metric", "mean", "std", "n"])
+    ok["config"] = config_labels(ok)
+    long = ok.melt(id_vars=["config", "seed"], value_vars=metrics, var_name="metric").dropna(subset=["value"])
+    agg = long.groupby(["config", "metric"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    return agg.rename(columns={"count": "n"}).fillna({"std": 0.0})
+
+
+def plot(df: pd.DataFrame, path: str | Path, title: str | None = None):
+    """pass@k by configuration: bars at the mean over seeds, error bars the std, dots the seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    df = df.copy()
+    df["config"] = config_labels(df) if not df.empty else []
+    ok = df[df["status"] == "ok"]
+    metrics = [c for c in pass_columns(ok.columns) if ok[c].notna().any()]
+    configs = list(dict.fromkeys(df["config"]))  # every method has its place, finished or not
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(configs) * max(1, len(metrics)) / 2 + 2), 4.2))
+    if not configs or not metrics:
+        ax.text(0.5, 0.5, "no finished job with pass@k", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        width = 0.8 / len(metrics)
+        x = np.arange(len(configs))
+        for i, m in enumerate(metrics):
+            groups = [ok.loc[ok["config"] == c, m].dropna().to_numpy(dtype=float) for c in configs]
+            means = [g.mean() if len(g) else np.nan for g in groups]
+            stds = [g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups]
+            pos = x - 0.4 + width * (i + 0.5)
+            bars = ax.bar(pos, means, width * 0.9, yerr=stds, capsize=3, label=m.replace("eval_base/", "base ").replace(
+                "eval/", ""), alpha=0.8)
+            ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in means], fontsize=7, padding=2)
+            for p, g in zip(pos, groups):
+                ax.scatter(np.full(len(g), p), g, color="black", s=12, zorder=3)
+        for xi, c in zip(x, configs):
+            if not (ok["config"] == c).any():
+                ax.text(xi, 0.01, "no finished job", ha="center", va="bottom", fontsize=8, color="gray")
+        ax.set_xlim(-0.6, len(configs) - 0.4)
+        ax.set_xticks(x)
+        tilt = len(configs) > 3 or max(len(c) for c in configs) > 24
+        ax.set_xticklabels(configs, rotation=15 if tilt else 0, ha="right" if tilt else "center", fontsize=8 if tilt else 10)
+        ax.set_ylabel("pass rate (mean ± std over seeds; dots: seeds)")
+        top = np.nanmax(ok[metrics].to_numpy(dtype=float)) if len(ok) else 0.0
+        ax.set_ylim(0, max(0.05, min(1.0, top * 1.25 + 0.02)))
+        ax.legend(title="metric", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    n_bad = int((df["status"] != "ok").sum())
+    ax.set_title((title or "pass@k by method") + (f"  ({n_bad} job(s) not ok)" if n_bad else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> tuple[pd.DataFrame, Path, Path]:
+    """Load the sweep, write ``report.csv`` and ``report.png`` into ``out_dir`` (default: the sweep dir)."""
+    sweep_dir = Path(sweep_dir)
+    df = load_sweep(sweep_dir)
+    out = Path(out_dir) if out_dir else sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / "report.csv", out / "report.png"
+    df.to_csv(csv_path, index=False)
+    plot(df, png_path, title=f"{sweep_dir.parent.name}/{sweep_dir.name}: pass@k by method")
+    return df, csv_path, png_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``codistill-report``."""
+    ap = argparse.ArgumentParser(prog="codistill-report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("sweep_dir", help="a sweep directory (multirun/<experiment>/<sweep>) or a single run directory")
+    ap.add_argument("--out", default=None, help="where report.csv and report.png go (default: the sweep dir)")
+    args = ap.parse_args(argv)
+    try:
+        df, csv_path, png_path = report(args.sweep_dir, args.out)
+    except FileNotFoundError as e:
+        print(f"codistill-report: {e}", file=sys.stderr)
+        return 2
+    print(format_table(df))
+    agg = aggregate(df)
+    if not agg.empty:
+        print("\nmean ± std over seeds:")
+        for _, r in agg.iterrows():
+            print(f"  {r['config']:<40} {r['metric']:<18} {r['mean']:.3f} ± {r['std']:.3f}  (n={int(r['n'])})")
+    n_bad = int((df["status"] != "ok").sum())
+    print(f"\n{len(df)} jobs, {len(df) - n_bad} ok, {n_bad} not ok\nwrote {csv_path}\nwrote {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

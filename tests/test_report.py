@@ -1,0 +1,84 @@
+"""codistill-report's pure parts on sweep directories written here (the real sweep is in test_sweeps)."""
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from codistill.report import aggregate, format_table, load_sweep, main, pass_columns, plot
+
+
+def write_job(sweep: Path, name: str, **m):
+    d = sweep / name
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(m))
+
+
+def job(method, seed, p1, p10=None, student="tiny", status="ok", **extra):
+    m = {"method": method, "teacher": "qwen", "student": student, "dataset": "gsm8k", "seed": seed,
+         "status": status, "eval/pass@1": p1, "eval/pass@1_greedy": p1, "data/n_kept": 7, "time/total_s": 12.5}
+    if p10 is not None:
+        m["eval/pass@10"] = p10
+    m.update(extra)
+    return m
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    s = tmp_path / "multirun" / "exp" / "sweep-12345678"
+    write_job(s, "0_method=none,seed=0", **job("none", 0, 0.10, 0.30))
+    write_job(s, "1_method=none,seed=1", **job("none", 1, 0.20, 0.40))
+    write_job(s, "2_method=ekt,seed=0", **job("ekt", 0, 0.30, 0.60, **{"eval_base/pass@1": 0.1}))
+    write_job(s, "3_method=ekt,seed=1", **job("ekt", 1, 0.50, 0.80, **{"eval_base/pass@1": 0.2}))
+    write_job(s, "4_method=kd,seed=0", **{"method": "kd", "seed": 0, "status": "failed", "error": "OSError: boom"})
+    return s
+
+
+def test_pass_columns_ordered_by_k_trained_first():
+    cols = ["eval/pass@10", "x", "eval_base/pass@1", "eval/pass@1", "eval/pass@1_greedy", "eval/pass@2"]
+    assert pass_columns(cols) == ["eval/pass@1", "eval_base/pass@1", "eval/pass@2", "eval/pass@10"]
+
+
+def test_load_sweep_one_row_per_job_with_every_pass_at_k(sweep):
+    df = load_sweep(sweep)
+    assert list(df.columns) == ["job", "method", "teacher", "student", "dataset", "seed", "eval/pass@1",
+                                "eval_base/pass@1", "eval/pass@10", "data_kept", "time_s", "status", "error"]
+    assert list(df["method"]) == ["none", "none", "ekt", "ekt", "kd"]
+    assert df.loc[df["method"] == "kd", "status"].item() == "failed"
+    assert df.loc[df["method"] == "kd", "error"].item() == "OSError: boom"
+    text = format_table(df)
+    assert "0.300" in text and "OSError: boom" in text and "12.5" in text
+
+
+def test_aggregate_mean_and_spread_over_seeds(sweep):
+    agg = aggregate(load_sweep(sweep)).set_index(["config", "metric"])
+    assert agg.loc[("ekt", "eval/pass@1"), "mean"] == pytest.approx(0.40)
+    assert agg.loc[("ekt", "eval/pass@1"), "std"] == pytest.approx(0.1414213, rel=1e-5)  # sample std
+    assert agg.loc[("none", "eval/pass@10"), "mean"] == pytest.approx(0.35)
+    assert agg.loc[("none", "eval/pass@1"), "n"] == 2
+    assert "kd" not in {c for c, _ in agg.index}  # failed jobs carry no figures
+
+
+def test_configs_name_what_the_sweep_varied(tmp_path):
+    s = tmp_path / "s"
+    write_job(s, "0", **job("ekt", 0, 0.1, student="a"))
+    write_job(s, "1", **job("ekt", 0, 0.2, student="b"))
+    agg = aggregate(load_sweep(s))
+    assert set(agg["config"]) == {"ekt | student=a", "ekt | student=b"}
+
+
+def test_plot_is_a_png(sweep, tmp_path):
+    out = plot(load_sweep(sweep), tmp_path / "p.png")
+    png = out.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24])[0] >= 500
+
+
+def test_cli_writes_csv_and_png_and_rejects_a_missing_dir(sweep, tmp_path, capsys):
+    assert main([str(sweep), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "5 jobs, 4 ok, 1 not ok" in out and "ekt" in out and "0.400 ± 0.141" in out
+    assert (tmp_path / "out" / "report.csv").read_text().startswith("job,method,teacher,student,dataset,seed,")
+    assert (tmp_path / "out" / "report.png").exists()
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "no such sweep directory" in capsys.readouterr().err
