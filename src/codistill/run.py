@@ -108,6 +108,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
                          cache_dir=os.path.expanduser(rc.cache_dir))
         method = build_method(rc)
+        method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
 
         if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":
             model, tok, sid = ctx.load("student")
@@ -124,7 +125,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
             model, tok, _ = ctx.load("student", for_training=True)
-            metrics.update(train_student(model, tok, result.pairs, rc, run_dir, loggers))
+            metrics.update(train_student(model, tok, result.pairs, rc, run_dir, loggers, kd=result.kd))
             if rc.train.save_student:
                 model.save_pretrained(run_dir / "student", safe_serialization=True)
                 tok.save_pretrained(run_dir / "student")

@@ -8,6 +8,7 @@ from codistill.methods.base import Method, MethodResult, RunContext
 METHODS = {
     "none": "codistill.methods.none:NoTraining",
     "ekt": "codistill.methods.ekt:EKT",
+    "kd": "codistill.methods.kd:KD",
 }
 
 

@@ -42,12 +42,17 @@ def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int) -> pl.T
     )
 
 
-def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list) -> dict:
-    """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt``."""
+def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list, kd=None) -> dict:
+    """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt``.
+    ``kd`` (a :class:`codistill.training.kd.KDSpec`): train with a distillation loss."""
     dm = PairDataModule(pairs, tokenizer, batch_size=cfg.train.batch_size, max_len=cfg.train.max_seq_len,
                         mask_prompt=cfg.train.mask_prompt, seed=cfg.seed, num_workers=cfg.train.num_workers)
     module = StudentLM(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                        warmup_steps=cfg.train.warmup_steps)
+    if kd is not None:
+        from codistill.training.kd import kd_modules
+
+        dm, module = kd_modules(model, dm, cfg, kd)
     trainer = build_trainer(cfg, run_dir, loggers, max_epochs=cfg.train.epochs)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if last.exists() else None
@@ -61,6 +66,8 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
         "train/steps": int(trainer.global_step),
         "train/final_loss": float(loss) if loss is not None else None,
         "train/tokens_per_s": module.tokens_per_s,
+        **{f"train/final_{k}": float(trainer.callback_metrics[f"train/{k}"])
+           for k in ("kd_loss", "ce_loss") if f"train/{k}" in trainer.callback_metrics},
     }
 
 
