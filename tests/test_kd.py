@@ -113,6 +113,9 @@ def test_online_and_cached_give_the_same_loss_and_the_store_is_reused_and_resume
     batch = collate_topk([batch_items[i] for i in range(4)], pad_id=tok.pad_token_id)
     online = KDStudentLM(student, _spec(teacher=teacher), lr=1e-3, weight_decay=0.0, warmup_steps=0)
     cached = KDStudentLM(student, _spec(), lr=1e-3, weight_decay=0.0, warmup_steps=0)
+    # the teacher is neither a parameter nor a hyperparameter (never optimised, synced or checkpointed)
+    assert set(online.state_dict()) == set(cached.state_dict()) and "spec" not in online.hparams_initial
+    assert online.hparams["kd_teacher_logits"] == "online" and cached.hparams["kd_teacher_logits"] == "cached"
     with torch.no_grad():
         lo, lc = online.losses(batch), cached.losses(batch)
     assert lo["kd"] > 0

@@ -224,6 +224,11 @@ class KDStudentLM(StudentLM):
     def __init__(self, model, spec: KDSpec, *, lr: float, weight_decay: float, warmup_steps: int) -> None:
         super().__init__(model, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
         self.spec = spec
+        self.remove_ignored_hparams(["spec"])  # plain values only: the teacher model is no hyperparameter
+        self.save_hyperparameters({
+            "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps, "kd_loss": spec.loss,
+            "kd_beta": spec.beta, "kd_temperature": spec.temperature, "kd_alpha": spec.alpha,
+            "kd_vocab_size": spec.vocab_size, "kd_teacher_logits": "online" if spec.teacher is not None else "cached"})
         self._teacher = (spec.teacher,)  # a tuple: not a submodule (not trained, synced, or saved)
         if spec.teacher is not None:
             spec.teacher.eval().requires_grad_(False)
