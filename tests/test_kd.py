@@ -264,8 +264,9 @@ def test_smoke_kd_cached_runs_ok_and_a_second_run_reuses_the_teacher_logits(tmp_
     args = ["experiment=smoke", "method=kd", "method.filter=false", "method.teacher_logits=cached",
             "method.top_k=16", "eval.baseline=false", "logger=csv"]
     ms = []
-    for name in ("first", "second"):
-        p = run_cli(args + [f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path, env={"CODISTILL_CACHE": str(cache)})
+    for name, more in (("first", []), ("second", ["eval.enabled=false"])):
+        p = run_cli(args + more + [f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path,
+                    env={"CODISTILL_CACHE": str(cache)})
         assert p.returncode == 0, p.stderr[-3000:]
         ms.append(json.loads((tmp_path / name / "metrics.json").read_text()))
     first, second = ms
@@ -273,5 +274,24 @@ def test_smoke_kd_cached_runs_ok_and_a_second_run_reuses_the_teacher_logits(tmp_
     assert first["data/n_kept"] == first["data/n_samples"] == 24  # unfiltered: every teacher sample
     assert first["kd/topk_computed"] == 24 and second["kd/topk_computed"] == 0 and second["kd/topk_reused"] == 24
     assert second["teacher/cached_prompts"] == 6
+    assert 0 <= first["eval/pass@1"] <= 1
     for m in ms:
-        assert m["train/final_kd_loss"] > 0 and m["train/final_ce_loss"] > 0 and 0 <= m["eval/pass@1"] <= 1
+        assert m["train/final_kd_loss"] > 0 and m["train/final_ce_loss"] > 0 and m["train/steps"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.packaged_models
+def test_offline_qwen_coder_teacher_and_student_share_their_vocabulary(compose):
+    """Qwen2.5-Coder-1.5B -> 0.5B, as converted offline: one tokenizer, one logit width."""
+    from transformers import AutoConfig
+
+    from codistill.models import load_tokenizer, resolve_checkpoint
+
+    rc = _run_config(compose, "teacher=qwen2.5-coder-1.5b-instruct", "student=qwen2.5-coder-0.5b-instruct")
+    import os
+
+    cache = os.path.expanduser(rc.cache_dir)
+    t_tok, s_tok = load_tokenizer(rc.teacher, cache), load_tokenizer(rc.student, cache)
+    n = shared_vocab_size(t_tok, s_tok, teacher_name=rc.teacher.name, student_name=rc.student.name)
+    widths = [AutoConfig.from_pretrained(resolve_checkpoint(m, cache)).vocab_size for m in (rc.teacher, rc.student)]
+    assert n <= min(widths) and n >= 151643  # every real Qwen2.5 token is shared
