@@ -67,14 +67,17 @@ def pairs(n: int) -> list[dict]:
     return [{"prompt": p["prompt"], "completion": p["canonical_solution"]} for p in (probs * 4)[:n]]
 
 
-def time_fit(module, dm, rc, run_dir: Path, warmup: int) -> float:
+def time_fit(name: str, module, dm, rc, run_dir: Path, warmup: int) -> float:
     from codistill.training import build_trainer
 
     trainer = build_trainer(rc, run_dir, [], max_epochs=1000)
     timer = StepTimer()
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=dm)
-    return statistics.median(timer.times[warmup:])
+    s = statistics.median(timer.times[warmup:])
+    print(f"[{name}] step times (s): {' '.join(f'{t:.2f}' for t in timer.times)}; median after warmup {s:.3f}",
+          flush=True)
+    return s
 
 
 def main() -> int:
@@ -122,15 +125,15 @@ def main() -> int:
             del teacher
         results = {}
         student = load_model(rc.student, cache, for_training=True)
-        results["SFT"] = time_fit(StudentLM(student, lr=1e-5, weight_decay=0.0, warmup_steps=0), datamodule(), rc,
-                                  Path(tmp) / "sft", args.warmup)
+        sft = StudentLM(student, lr=1e-5, weight_decay=0.0, warmup_steps=0)
+        results["SFT"] = time_fit("SFT", sft, datamodule(), rc, Path(tmp) / "sft", args.warmup)
         student = load_model(rc.student, cache, for_training=True)
         dm_kd, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, topk_dir=str(store)))
-        results["KD cached"] = time_fit(module, dm_kd, rc, Path(tmp) / "kd", args.warmup)
+        results["KD cached"] = time_fit("KD cached", module, dm_kd, rc, Path(tmp) / "kd", args.warmup)
         if args.online:
             student = load_model(rc.student, cache, for_training=True)
             dm_on, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, teacher=teacher))
-            results["KD online"] = time_fit(module, dm_on, rc, Path(tmp) / "online", args.warmup)
+            results["KD online"] = time_fit("KD online", module, dm_on, rc, Path(tmp) / "online", args.warmup)
 
     sft = results["SFT"]
     print(f"\nteacher top-{args.top_k} precompute: {pre_s:.1f} s for {len(dm.items)} sequences "

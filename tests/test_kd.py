@@ -66,10 +66,10 @@ def test_different_tokenizers_are_a_clear_error_naming_both(tmp_path):
 
 
 # --------------------------------------------------------------------------- config
-@pytest.mark.parametrize("override,key", [("method.alpha=1.5", "method.alpha"), ("method.loss=tvd", "method.loss"),
-                                          ("method.beta=-0.1", "method.beta"), ("method.temperature=0", "method.temperature"),
-                                          ("method.teacher_logits=disk", "method.teacher_logits"),
-                                          ("method.top_k=0", "method.top_k")])
+@pytest.mark.parametrize("override,key", [
+    ("method.alpha=1.5", "method.alpha"), ("method.loss=tvd", "method.loss"), ("method.beta=-0.1", "method.beta"),
+    ("method.temperature=0", "method.temperature"), ("method.teacher_logits=disk", "method.teacher_logits"),
+    ("method.top_k=0", "method.top_k")])
 def test_bad_kd_values_name_the_key(compose, override, key):
     from codistill.config import ConfigError, validate
 
@@ -81,7 +81,8 @@ def test_kd_defaults_compose(compose):
     from codistill.config import KDConfig, validate
 
     m = validate(compose("experiment=smoke", "method=kd")).method
-    assert isinstance(m, KDConfig) and (m.filter, m.loss, m.teacher_logits, m.keep) == (True, "forward_kl", "online", "first")
+    assert isinstance(m, KDConfig)
+    assert (m.filter, m.loss, m.teacher_logits, m.keep) == (True, "forward_kl", "online", "first")
 
 
 # --------------------------------------------------------------------------- helpers
