@@ -125,8 +125,8 @@ def main() -> int:
             del teacher
         results = {}
         student = load_model(rc.student, cache, for_training=True)
-        sft = StudentLM(student, lr=1e-5, weight_decay=0.0, warmup_steps=0)
-        results["SFT"] = time_fit("SFT", sft, datamodule(), rc, Path(tmp) / "sft", args.warmup)
+        sft_module = StudentLM(student, lr=1e-5, weight_decay=0.0, warmup_steps=0)
+        results["SFT"] = time_fit("SFT", sft_module, datamodule(), rc, Path(tmp) / "sft", args.warmup)
         student = load_model(rc.student, cache, for_training=True)
         dm_kd, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, topk_dir=str(store)))
         results["KD cached"] = time_fit("KD cached", module, dm_kd, rc, Path(tmp) / "kd", args.warmup)
