@@ -250,6 +250,36 @@ class PERsDCombinedConfig(PERsDConfig):
     name: str = "persd_combined"
 
 
+@dataclass
+class KDConfig(EKTConfig):
+    """Token-level distillation on teacher samples (drawn and, by default, filtered as in EKT).
+
+    loss = alpha * kd + (1 - alpha) * ce, kd in {forward_kl, reverse_kl, jsd (beta)} at
+    ``temperature`` (times T^2).  teacher_logits: ``online`` (the frozen teacher runs in the
+    training step) or ``cached`` (its top-``top_k`` log-probs computed once into the cache).
+    """
+
+    name: str = "kd"
+    filter: bool = True  # keep only passing samples (as EKT); false: every teacher sample
+    loss: str = "forward_kl"  # forward_kl | reverse_kl | jsd
+    beta: float = 0.5  # jsd only: 0 -> forward KL, 1 -> reverse KL
+    temperature: float = 1.0
+    alpha: float = 0.5  # weight of the KD term; 1 - alpha weighs the cross-entropy
+    teacher_logits: str = "online"  # online | cached
+    top_k: int = 64  # cached only: teacher log-probs kept per position
+    teacher_batch_size: int = 8  # cached only: sequences per teacher forward when precomputing
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        _choice(self.loss, f"{key}.loss", ("forward_kl", "reverse_kl", "jsd"))
+        _check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
+        _check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
+        _check(0.0 <= self.alpha <= 1.0, f"{key}.alpha", f"must be in [0, 1], got {self.alpha}")
+        _choice(self.teacher_logits, f"{key}.teacher_logits", ("online", "cached"))
+        _check(self.top_k >= 1, f"{key}.top_k", f"must be >= 1, got {self.top_k}")
+        _check(self.teacher_batch_size >= 1, f"{key}.teacher_batch_size", "must be >= 1")
+
+
 # --------------------------------------------------------------------------- training
 @dataclass
 class TrainConfig:
@@ -378,6 +408,7 @@ METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
     "persd": PERsDConfig,
     "persd_refine": PERsDRefineConfig,
     "persd_combined": PERsDCombinedConfig,
+    "kd": KDConfig,
 }
 
 

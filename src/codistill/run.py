@@ -126,6 +126,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                          cache_dir=os.path.expanduser(rc.cache_dir))
         train, test = prepare_problems(ctx, metrics)  # e.g. code_alpaca: the teacher helps make the tests
         method = build_method(rc)
+        method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
 
         if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":
             model, tok, sid = ctx.load("student")
@@ -144,7 +145,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
             model, tok, _ = ctx.load("student", for_training=True)
-            metrics.update(train_student(model, tok, result.pairs, rc, shared_dir, loggers))
+            metrics.update(train_student(model, tok, result.pairs, rc, shared_dir, loggers, kd=result.kd))
             from codistill.training import merge_lora
 
             model = merge_lora(model)  # LoRA: adapters merged, saved and evaluated as plain weights

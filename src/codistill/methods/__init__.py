@@ -11,6 +11,7 @@ METHODS = {
     "persd": "codistill.methods.persd:PERsD",
     "persd_refine": "codistill.methods.persd_refine:PERsDRefine",
     "persd_combined": "codistill.methods.persd_combined:PERsDCombined",
+    "kd": "codistill.methods.kd:KD",
 }
 
 

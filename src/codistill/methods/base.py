@@ -17,10 +17,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MethodResult:
-    """``pairs`` are (prompt, completion) training examples; None means "do not train"."""
+    """``pairs`` are (prompt, completion) training examples; None means "do not train".
+    ``kd`` (a :class:`codistill.training.kd.KDSpec`) trains with a distillation loss instead
+    of plain SFT."""
 
     pairs: list[dict] | None
     metrics: dict = field(default_factory=dict)
+    kd: Any = None
 
 
 @dataclass
@@ -87,6 +90,9 @@ class Method(ABC):
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg  # this method's config (cfg.method)
+
+    def check(self, ctx: RunContext) -> None:
+        """Cheap checks that need the run's context (e.g. tokenizers), before any weights load."""
 
     @abstractmethod
     def build(self, ctx: RunContext) -> MethodResult:

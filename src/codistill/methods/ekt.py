@@ -37,6 +37,10 @@ def select_kept(judged: list[Judged], keep: str, max_per_problem: int | None = N
 class EKT(Method):
     name = "ekt"
 
+    def select(self, judged: list[Judged]) -> list[Judged]:
+        """The samples of one problem to train on (subclasses may change the policy)."""
+        return select_kept(judged, self.cfg.keep, self.cfg.max_per_problem)
+
     def build(self, ctx: RunContext) -> MethodResult:
         cfg, m = ctx.cfg, self.cfg
         backend, t_tok, t_id = ctx.backend("teacher")
@@ -55,7 +59,7 @@ class EKT(Method):
                 generations.append({"problem_id": prob.id, "sample": idx, "gold": prob.answer,
                                     "completion": j.completion, "program": j.program, "status": j.status,
                                     "value": j.value, "passed": j.passed, "error": j.error})
-            for j in select_kept(js, m.keep, m.max_per_problem):
+            for j in self.select(js):
                 sp = ctx.task.render(prob, s_tok, chat=cfg.student.chat, shots=0)
                 completion = ctx.task.target(sp, j.program)
                 pairs.append({"prompt": sp.text, "completion": completion})

@@ -121,9 +121,13 @@ def memory_preflight(model, cfg, *, extra_bytes: int = 0, processes: int = 1) ->
     return {"train/memory_estimate_gib": round(est.total / 2 ** 30, 3)}
 
 
-def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list, *,
+def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list, *, kd=None,
                   extra_memory_bytes: int = 0, callbacks: list | None = None) -> dict:
     """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt``.
+
+    ``kd`` (a :class:`codistill.training.kd.KDSpec`): train with a distillation loss (unpacked
+    rows: the cached teacher top-k is looked up per example); an online teacher's weights are
+    counted in the memory estimate.
 
     ``extra_memory_bytes`` feeds the memory estimate (e.g. a teacher kept for online KD);
     ``callbacks`` are extra Lightning callbacks (the training benchmark times steps with one)."""
@@ -132,11 +136,13 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
     from codistill import distributed
     from codistill.training.speed import device_peak_flops, model_flops_per_token
 
+    if kd is not None and kd.teacher is not None:
+        extra_memory_bytes += sum(p.numel() * p.element_size() for p in kd.teacher.parameters())
     figures = memory_preflight(model, cfg, extra_bytes=extra_memory_bytes, processes=distributed.local_world_size())
     prepare_model(model, cfg)
     dm = PairDataModule(pairs, tokenizer, batch_size=cfg.train.batch_size, max_len=cfg.train.max_seq_len,
                         mask_prompt=cfg.train.mask_prompt, seed=cfg.seed, num_workers=cfg.train.num_workers,
-                        packing=cfg.train.packing)
+                        packing=cfg.train.packing and kd is None)
     device = torch.device("cuda", torch.cuda.current_device()) if _uses_cuda(cfg.trainer.accelerator) \
         else torch.device("cpu")
     peak, peak_src = device_peak_flops(device, cfg.train.peak_flops)
@@ -145,6 +151,10 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
     module = StudentLM(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                        warmup_steps=cfg.train.warmup_steps, flops_per_token=fpt, peak_flops=peak,
                        log_every_n_steps=cfg.trainer.log_every_n_steps)
+    if kd is not None:
+        from codistill.training.kd import kd_modules
+
+        dm, module = kd_modules(model, dm, cfg, kd, flops_per_token=fpt, peak_flops=peak)
     trainer = build_trainer(cfg, run_dir, loggers, max_epochs=cfg.train.epochs, model=model, callbacks=callbacks)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if last.exists() else None
@@ -166,6 +176,8 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
         "train/peak_flops_source": peak_src,
         "train/trainable_params": n_train,
         "train/world_size": distributed.world_size(),
+        **{f"train/final_{k}": float(trainer.callback_metrics[f"train/{k}"])
+           for k in ("kd_loss", "ce_loss") if f"train/{k}" in trainer.callback_metrics},
     }
 
 

