@@ -136,3 +136,25 @@ def test_refinement_prompt_holds_task_attempt_and_feedback_and_keeps_the_prefix(
     assert chat.fenced and chat.prefix == p.meta["prompt"] and chat.text.endswith("```python\n" + p.meta["prompt"])
     assert task.describe(p) in chat.text and attempt.rstrip() in chat.text and fb in chat.text
     assert task.target(chat, program) == "    return number % 1.0\n```"
+
+
+def test_gsm_feedback_names_the_returned_value_and_the_answer():
+    """GSM's only test is the gold answer: a wrong program is told what it returned and what was
+    expected, a crashing one its exception, a correct one nothing -- made from the real sandbox run."""
+    from codistill.tasks.base import Problem
+    from codistill.tasks.feedback import collect_feedback
+    from codistill.tasks.gsm import GSMTask
+    from codistill.execution import run_programs
+
+    task = GSMTask("pal")
+    prob = Problem(id="g0", question="Tom has 3 boxes of 4 apples. How many apples?", answer="12")
+    programs = ["def solution():\n    return 3 * 4\n", "def solution():\n    return 3 + 4\n",
+                "def solution():\n    return 3 / 0\n"]
+    results = run_programs([task.check_program(prob, p) for p in programs], timeout_s=5)
+    fb = collect_feedback(task, [prob] * 3, programs, visible=False, timeout_s=5, memory_mb=512, results=results)
+    assert fb[0] is None
+    assert fb[1] == "Wrong answer: solution() returned 7\nExpected: 12"
+    assert fb[2].startswith("The program raised ZeroDivisionError")
+    # at test time (visible tests only) GSM gives no feedback: the answer is hidden
+    assert collect_feedback(task, [prob], programs[1:2], visible=True, timeout_s=5, memory_mb=512,
+                            results=results[1:2]) == [None]

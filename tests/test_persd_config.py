@@ -13,7 +13,6 @@ def test_persd_methods_compose_on_humaneval(compose, method):
 
 
 @pytest.mark.parametrize("overrides, key", [
-    (["method=persd", "dataset=gsm_symbolic"], "method.name"),
     (["method=ekt", "dataset=gsm_symbolic", "eval.refine_steps=1"], "eval.refine_steps"),
     (["method=persd", "dataset=humaneval", "eval.refine_steps=-1"], "eval.refine_steps"),
     (["method=persd_refine", "dataset=humaneval", "method.keep=all"], "method.keep"),
@@ -22,3 +21,9 @@ def test_persd_methods_compose_on_humaneval(compose, method):
 def test_bad_values_name_the_key(compose, overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose(*overrides))
+
+
+def test_persd_composes_on_gsm(compose):
+    """PERsD on GSM-style problems: the weak label is the test, so the same sweep can compare it."""
+    rc = validate(compose("method=persd", "dataset=gsm_symbolic"))
+    assert rc.method.name == "persd" and rc.dataset.task == "gsm"

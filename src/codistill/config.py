@@ -458,9 +458,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     rest.logger.check("logger")
     rest.train.check("train")
     rest.eval.check("eval")
-    # execution feedback needs test statements: code tasks only
-    _check(not isinstance(method, PERsDConfig) or rest.dataset.task != "gsm", "method.name",
-           f"{method.name} needs a code task with tests (dataset.task=humaneval|mbpp|...), got gsm")
+    # multi-step inference refines with visible-test feedback: GSM has no visible tests
     _check(rest.eval.refine_steps == 0 or rest.dataset.task != "gsm", "eval.refine_steps",
            "multi-step refinement needs a code task with visible tests, got dataset.task=gsm")
     return rest

@@ -88,6 +88,12 @@ class Task(ABC):
                 f"{base.text}")
         return Prompt(text=text, prefix=base.prefix, fenced=base.fenced)
 
+    def answer_feedback(self, problem: Problem, result: Any) -> str | None:
+        """Training-time feedback made from the checking run alone, for tasks whose only test is
+        the weak label (GSM: the value the program returned vs the gold answer).  None: run the
+        task's test statements instead (code tasks).  ``result``: an ExecResult or Judged."""
+        return None
+
     def describe(self, problem: Problem) -> str:
         """The task as a user would state it in a chat message (for refinement prompts)."""
         return problem.question

@@ -153,3 +153,18 @@ class GSMTask(Task):
     def judge(self, problem: Problem, result: ExecResult) -> bool:
         return bool(result.passed) and answers_match(result.value, problem.answer,
                                                      abs_tol=self.abs_tol, rel_tol=self.rel_tol)
+
+    # ------------------------------------------------------------------ feedback (PERsD on GSM)
+    def answer_feedback(self, problem: Problem, result: Any) -> str | None:
+        """The GSM analogue of a failed unit test: what the program returned and the expected
+        answer (the weak label is the only test), or the exception it raised (pure)."""
+        if getattr(result, "passed", False) and result.status == "passed" and self.judge(problem, result):
+            return None
+        if result.status != "passed":
+            return f"The program raised {result.error or result.status}"
+        call = "solution()" if self.style == "pal" else "answer"
+        gold = parse_number(problem.answer)
+        expected = (f"{int(gold)}" if gold is not None and gold.is_integer() else f"{gold:g}") if gold is not None \
+            else repr(problem.answer)
+        return f"Wrong answer: {call} returned {result.value!r}\nExpected: {expected}"
+
