@@ -123,7 +123,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
-            model, tok, _ = ctx.load("student", for_training=True)
+            model, tok, _ = ctx.load("student", for_training=True) if result.student is None else \
+                (result.student, ctx.tokenizer("student"), None)
             metrics.update(train_student(model, tok, result.pairs, rc, run_dir, loggers))
             if rc.train.save_student:
                 model.save_pretrained(run_dir / "student", safe_serialization=True)

@@ -8,6 +8,8 @@ from codistill.methods.base import Method, MethodResult, RunContext
 METHODS = {
     "none": "codistill.methods.none:NoTraining",
     "ekt": "codistill.methods.ekt:EKT",
+    "stand": "codistill.methods.stand:StanD",
+    "expert_iteration": "codistill.methods.expert_iteration:ExpertIteration",
 }
 
 

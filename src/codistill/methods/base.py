@@ -17,10 +17,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MethodResult:
-    """``pairs`` are (prompt, completion) training examples; None means "do not train"."""
+    """``pairs`` are (prompt, completion) training examples; None means "do not train".
+    ``student``: a model to train on them instead of the base student (expert_iteration's
+    last round, continuing from the round before)."""
 
     pairs: list[dict] | None
     metrics: dict = field(default_factory=dict)
+    student: Any = None
 
 
 @dataclass
