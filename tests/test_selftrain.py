@@ -58,6 +58,25 @@ def test_unsolved_keeps_order_and_drops_solved():
     assert unsolved(ps, {p.id: 1 for p in ps}) == []
 
 
+def test_filter_helpers_record_every_sample_and_count_what_passed():
+    from codistill.methods.filtering import filter_metrics, generation_rows, pairs_of
+    from codistill.tasks.base import Problem
+    from codistill.tasks.judge import Judged
+
+    def j(program, passed):
+        return Judged(completion=program, program=program, passed=passed, status="ok", value=None, error=None)
+
+    probs = [Problem(id="a", question="qa", answer=1), Problem(id="b", question="qb", answer=2)]
+    judged = [[j("x", False), j("y", True), j("y2", True)], [j("z", False)]]
+    rows = generation_rows(probs, judged, round=3)
+    assert [(r["problem_id"], r["sample"], r["passed"], r["round"]) for r in rows] == \
+        [("a", 0, False, 3), ("a", 1, True, 3), ("a", 2, True, 3), ("b", 0, False, 3)]
+    assert filter_metrics(judged, 1) == {"data/n_problems": 2, "data/n_samples": 4, "data/n_passing": 2,
+                                         "data/n_kept": 1, "data/problems_solved": 1, "data/solve_rate": 0.5}
+    assert filter_metrics([], 0)["data/solve_rate"] == 0.0
+    assert pairs_of([{"prompt": "p", "completion": "c", "round": 1}]) == [{"prompt": "p", "completion": "c"}]
+
+
 # --------------------------------------------------------------------------- rounds' training (tiny student)
 def _ctx(compose, run_dir: Path, *overrides):
     from codistill.config import validate
