@@ -151,6 +151,26 @@ def test_stand_on_a_humaneval_split_judges_teacher_code_with_the_tests(tmp_path)
     assert read_jsonl(run_dir / "train_set.jsonl") == []
 
 
+@pytest.mark.slow
+def test_expert_iteration_smoke_run_samples_every_round(tmp_path):
+    """Tiny random student: nothing is solved, so every round samples every problem again,
+    nothing is trained, and the run still ends ok with the per-round figures."""
+    run_dir = tmp_path / "run"
+    p = run_cli(["experiment=smoke", "method=expert_iteration", "method.rounds=2", "eval.baseline=false",
+                 "eval.n_samples=0", "eval.k=[1]", "logger=wandb", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                env={"CODISTILL_CACHE": str(tmp_path / "c")})
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["method"] == "expert_iteration"
+    gens = read_jsonl(run_dir / "generations.jsonl")
+    assert [g["round"] for g in gens] == [1] * 24 + [2] * 24 and not any(g["passed"] for g in gens)
+    assert (m["data/round1/sampled"], m["data/round2/sampled"], m["data/round2/solved"]) == (6, 6, 0)
+    assert m["data/n_samples"] == 48 and m["data/n_kept"] == 0 and m["train/skipped"]
+    assert read_jsonl(run_dir / "train_set.jsonl") == [] and not (run_dir / "rounds").exists()
+    [wb] = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert list(wb.glob("run-*.wandb"))
+
+
 @pytest.mark.packaged_models
 @pytest.mark.slow
 def test_stand_keeps_only_passing_zero_shot_teacher_programs(tmp_path, compose):
