@@ -158,7 +158,7 @@ def test_expert_iteration_smoke_run_samples_every_round(tmp_path):
     run_dir = tmp_path / "run"
     p = run_cli(["experiment=smoke", "method=expert_iteration", "method.rounds=2", "eval.baseline=false",
                  "eval.n_samples=0", "eval.k=[1]", "logger=wandb", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
-                env={"CODISTILL_CACHE": str(tmp_path / "c")})
+                env={"CODISTILL_CACHE": str(tmp_path / "c")}, timeout=1800)
     assert p.returncode == 0, p.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "ok" and m["method"] == "expert_iteration"
@@ -239,7 +239,7 @@ def test_expert_iteration_resamples_only_unsolved_problems_and_trains_on_passing
                  "dataset.train_size=null", "dataset.test_size=null", "method.rounds=2", "method.from_base=false",
                  "method.base_shots=2", "sampling.n=2", "sampling.temperature=0.7", "sampling.max_new_tokens=48",
                  "generation.batch_size=10", "eval.enabled=false", "logger=csv", f"hydra.run.dir={run_dir}"],
-                cwd=tmp_path, timeout=1800)
+                cwd=tmp_path, timeout=3600)
     assert p.returncode == 0, p.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "ok", m.get("error")
