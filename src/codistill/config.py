@@ -223,6 +223,33 @@ class EKTConfig(MethodConfig):
 
 
 @dataclass
+class StanDConfig(EKTConfig):
+    """``stand``: EKT's filter on the teacher's zero-shot solutions."""
+
+    name: str = "stand"
+
+
+@dataclass
+class ExpertIterationConfig(MethodConfig):
+    """``expert_iteration``: rounds of (the student samples the unsolved problems -> filter -> fine-tune)."""
+
+    name: str = "expert_iteration"
+    rounds: int = 2
+    from_base: bool = True  # each round fine-tunes the base student (EKT code); false: continue from the last round
+    base_shots: Optional[int] = None  # exemplars in the base (untrained) student's prompt (null: task.num_shots)
+    keep: str = "first"  # first | unique (as ekt)
+    max_per_problem: Optional[int] = None
+
+    def check(self, key: str) -> None:
+        _check(self.rounds >= 1, f"{key}.rounds", f"must be >= 1, got {self.rounds}")
+        _check(self.base_shots is None or self.base_shots >= 0, f"{key}.base_shots",
+               "must be >= 0 or null")
+        _choice(self.keep, f"{key}.keep", ("first", "unique"))
+        _check(self.max_per_problem is None or self.max_per_problem >= 1, f"{key}.max_per_problem",
+               "must be >= 1 or null")
+
+
+@dataclass
 class PERsDConfig(MethodConfig):
     """PERsD: the student attempts each problem once; the teacher refines the failed attempts
     given the execution feedback; passing refinements are kept (``persd_refine`` /
@@ -409,6 +436,8 @@ METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
     "persd_refine": PERsDRefineConfig,
     "persd_combined": PERsDCombinedConfig,
     "kd": KDConfig,
+    "stand": StanDConfig,
+    "expert_iteration": ExpertIterationConfig,
 }
 
 

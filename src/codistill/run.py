@@ -144,7 +144,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
-            model, tok, _ = ctx.load("student", for_training=True)
+            model, tok, _ = ctx.load("student", for_training=True) if result.student is None else \
+                (result.student, ctx.tokenizer("student"), None)
             metrics.update(train_student(model, tok, result.pairs, rc, shared_dir, loggers, kd=result.kd))
             from codistill.training import merge_lora
 

@@ -12,6 +12,8 @@ METHODS = {
     "persd_refine": "codistill.methods.persd_refine:PERsDRefine",
     "persd_combined": "codistill.methods.persd_combined:PERsDCombined",
     "kd": "codistill.methods.kd:KD",
+    "stand": "codistill.methods.stand:StanD",
+    "expert_iteration": "codistill.methods.expert_iteration:ExpertIteration",
 }
 
 

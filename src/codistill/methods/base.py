@@ -19,11 +19,13 @@ log = logging.getLogger(__name__)
 class MethodResult:
     """``pairs`` are (prompt, completion) training examples; None means "do not train".
     ``kd`` (a :class:`codistill.training.kd.KDSpec`) trains with a distillation loss instead
-    of plain SFT."""
+    of plain SFT; ``student``: a model to train on them instead of the base student
+    (expert_iteration's last round, continuing from the round before)."""
 
     pairs: list[dict] | None
     metrics: dict = field(default_factory=dict)
     kd: Any = None
+    student: Any = None
 
 
 @dataclass

@@ -1,0 +1,121 @@
+"""``method=expert_iteration``: self-training (the baseline of the EKT paper).
+
+Rounds r = 1..R of: the student samples ``sampling.n`` programs for every training
+problem it has not solved yet -> the programs are executed and filtered as in ``ekt`` ->
+the student is fine-tuned on every solution found so far.  The base student samples with
+``method.base_shots`` exemplars in its prompt (default ``task.num_shots``); a fine-tuned
+student samples zero-shot, the prompt it was trained on.
+
+Each round's fine-tuning starts from the base student (``method.from_base: true``, as the
+EKT code) or continues from the last round's weights (``false``); the data is the same
+either way: all solutions found so far.  Rounds 1..R-1 are trained here (checkpoints under
+``<run>/rounds/<r>/checkpoints``, so a killed run resumes each round from its own
+checkpoint); round R's training set, and with ``from_base: false`` the student to continue
+from, go to the run's ordinary training stage, whose student is the one evaluated.
+
+Writes ``generations.jsonl`` (every sample, with its ``round``) after each round and the
+final ``train_set.jsonl``; ``data/round{r}/solved`` (cumulative) is logged per round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from codistill.generation import generate
+from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
+from codistill.methods.filtering import filter_metrics, generation_rows, kept_examples, pairs_of
+from codistill.tasks.base import Problem
+from codistill.tasks.judge import Judged, judge_completions
+
+log = logging.getLogger(__name__)
+
+
+def unsolved(problems: list[Problem], solved: dict[str, int]) -> list[Problem]:
+    """The problems not yet solved in any round (pure; ``solved``: problem id -> round)."""
+    return [p for p in problems if p.id not in solved]
+
+
+class ExpertIteration(Method):
+    name = "expert_iteration"
+
+    def build(self, ctx: RunContext) -> MethodResult:
+        m = self.cfg
+        solved: dict[str, int] = {}  # problem id -> the round that first solved it
+        examples: list[dict] = []  # train_set rows, in the order found
+        generations: list[dict] = []
+        metrics: dict = {"data/rounds": m.rounds}
+        totals = {"data/n_samples": 0, "data/n_passing": 0}
+        student = None  # the last round's fine-tuned student; None: the base student samples
+        for r in range(1, m.rounds + 1):
+            todo = unsolved(ctx.train, solved)
+            judged, stats = self.sample(ctx, student, todo, r) if todo else ([], {})
+            new = kept_examples(ctx, todo, judged, keep=m.keep, max_per_problem=m.max_per_problem,
+                                source="student", round=r)
+            solved.update({p.id: r for p, js in zip(todo, judged) if any(j.passed for j in js)})
+            examples += new
+            generations += generation_rows(todo, judged, round=r)
+            write_jsonl(ctx.run_dir / "generations.jsonl", generations)
+            fm = filter_metrics(judged, len(new))
+            for k in totals:
+                totals[k] += fm[k]
+            metrics.update({f"data/round{r}/sampled": len(todo), f"data/round{r}/n_samples": fm["data/n_samples"],
+                            f"data/round{r}/new_solved": fm["data/problems_solved"],
+                            f"data/round{r}/solved": len(solved), f"data/round{r}/n_kept": len(examples)})
+            if stats:
+                metrics[f"student/round{r}/tokens_per_s"] = stats["tokens_per_s"]
+                metrics[f"student/round{r}/cached_prompts"] = stats["cached_prompts"]
+            log.info("expert iteration round %d/%d: %d of %d unsolved problems solved, %d/%d solved in all",
+                     r, m.rounds, fm["data/problems_solved"], len(todo), len(solved), len(ctx.train))
+            if r == m.rounds or len(solved) == len(ctx.train):
+                break  # the run's training stage trains the last round
+            if examples:
+                student, tstats = self.train_round(ctx, student, examples, r)
+                metrics.update({f"train/round{r}/{k[6:]}": v for k, v in tstats.items() if k.startswith("train/")})
+        ctx.release("student")
+        write_jsonl(ctx.run_dir / "train_set.jsonl", examples)
+        metrics.update({"data/rounds_run": r, "data/n_problems": len(ctx.train), **totals,
+                        "data/n_kept": len(examples), "data/problems_solved": len(solved),
+                        "data/solve_rate": len(solved) / max(len(ctx.train), 1)})
+        return MethodResult(pairs=pairs_of(examples), metrics=metrics,
+                            student=None if m.from_base else student)
+
+    def base_shots(self, ctx: RunContext) -> int:
+        return ctx.cfg.task.num_shots if self.cfg.base_shots is None else self.cfg.base_shots
+
+    def sample(self, ctx: RunContext, student, problems: list[Problem], r: int) -> tuple[list[list[Judged]], dict]:
+        """``sampling.n`` judged samples per problem, from the base student (``student`` None,
+        few-shot, cached) or a fine-tuned one (zero-shot, not cached: it has no identity)."""
+        cfg = ctx.cfg
+        if student is None:
+            backend, tok, ident = ctx.backend("student", desc=f"round {r}")
+            shots = self.base_shots(ctx)
+        else:
+            from codistill.generation.hf import HFBackend
+
+            # an in-memory fine-tuned student can only be sampled through transformers
+            student.eval()
+            tok, ident, shots = ctx.tokenizer("student"), None, 0
+            backend = HFBackend(student, tok, batch_size=cfg.generation.batch_size, desc=f"round {r}")
+        prompts = [ctx.task.render(p, tok, chat=cfg.student.chat, shots=shots) for p in problems]
+        sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
+        comps, stats = generate(backend, [p.text for p in prompts], sampling, seed=cfg.seed + r - 1,
+                                model_id=ident, cache_root=ctx.cache_dir)
+        ctx.release("student")  # the inference copy of the base student is not needed for training
+        judged = judge_completions(ctx.task, problems, prompts, comps, timeout_s=cfg.task.timeout_s,
+                                   memory_mb=cfg.task.memory_mb)
+        return judged, stats
+
+    def train_round(self, ctx: RunContext, student, examples: list[dict], r: int):
+        """Fine-tune on ``examples``: a fresh base student (``from_base``, or nothing trained
+        yet) or ``student`` itself.  Returns the trained student and the training figures."""
+        from codistill.training import train_student
+
+        if student is None or self.cfg.from_base:
+            student, _, _ = ctx.load("student", for_training=True)
+            ctx.release("student")  # ours to train: run.py loads its own base student
+        log.info("expert iteration round %d: training the student on %d examples (%s)", r, len(examples),
+                 "from the base student" if self.cfg.from_base else "continuing")
+        stats = train_student(student, ctx.tokenizer("student"), pairs_of(examples), ctx.cfg,
+                              ctx.run_dir / "rounds" / str(r), [])
+        return student, stats
