@@ -78,10 +78,11 @@ def test_fast_top_p_masks_exactly_like_transformers():
 
 @pytest.mark.parametrize("text,start,stops,hit", [
     ("x = 1\n\n\n", 7, ["\n\n\n"], True),     # the newest token completes the stop
-    ("x = 1\n\n\nfoo", 8, ["\n\n\n"], True),  # the newest token overhangs the stop
-    ("x = 1\n\n\nfoo", 9, ["\n\n\n"], False),  # the stop ended before the newest token
+    ("x = 1\n\n\nfoo", 7, ["\n\n\n"], True),  # the newest token ("\nfoo") overhangs the stop
+    ("x = 1\n\n\nfoo", 8, ["\n\n\n"], False),  # the stop ended before the newest token
     ("abc", 1, ["bc"], True),                  # the stop starts exactly at the newest token
-    ("a xstopy", 2, ["stop"], False),          # inside the newest token, not at its start: as transformers
+    ("a xstopy", 2, ["stop"], True),           # inside the newest token: transformers stops there too
+    ("stop at", 4, ["stop"], False),           # ended in an earlier token
     ("print(1)```", 8, ["```", "\n#"], True),
     ("", 0, ["```"], False),
 ])
@@ -91,11 +92,45 @@ def test_stop_overlaps_end(text, start, stops, hit):
     assert stop_overlaps_end(text, start, stops) is hit
 
 
+def test_tail_stop_matches_transformers_stop_strings():
+    """On real token sequences (a source file through the shipped tokenizer) and stops cut from
+    their text, TailStopCriteria fires exactly where transformers' StopStringCriteria does."""
+    import random
+    from pathlib import Path
+
+    import torch
+    from transformers import StopStringCriteria
+
+    from codistill.generation.hf import TailStopCriteria
+    from codistill.models.tiny import load_tiny_tokenizer
+
+    tok = load_tiny_tokenizer()
+    ids = tok(Path(__file__).read_text()[:6000], add_special_tokens=False).input_ids
+    rng = random.Random(0)
+    fired = checked = 0
+    for _ in range(120):
+        st = rng.randrange(0, len(ids) - 8)
+        seq = ids[st:st + 8]
+        text = tok.decode(seq)
+        a = rng.randrange(0, max(1, len(text) - 3))
+        stop = text[a:a + rng.randint(1, 4)]
+        if not stop.strip():
+            continue
+        ref, fast = StopStringCriteria(tok, [stop]), TailStopCriteria(tok, [stop])
+        for length in range(2, 9):
+            x = torch.tensor([seq[:length]])
+            want = bool(ref(x, None)[0])
+            assert bool(fast(x, None)[0]) == want, (stop, [tok.decode([t]) for t in seq[:length]])
+            fired += want
+            checked += 1
+    assert checked > 300 and fired > 30  # both outcomes were exercised
+
+
 def test_fast_stop_and_top_p_keep_outputs(tiny):
     """TailStopCriteria/FastTopP give the outputs transformers' own stop strings and top-p give."""
     model, tok = tiny
-    for s in (SamplingConfig(n=1, temperature=0.0, max_new_tokens=24, stop=["e", "\n", "("]),
-              SamplingConfig(n=2, temperature=1.0, top_p=0.9, max_new_tokens=16, stop=["a", " t"])):
+    for s in (SamplingConfig(n=1, temperature=0.0, max_new_tokens=12, stop=["e", "\n", "("]),
+              SamplingConfig(n=2, temperature=1.0, top_p=0.9, max_new_tokens=10, stop=["a", " t"])):
         fast = HFBackend(model, tok, batch_size=4, fast_sampling=True).generate(PROMPTS, s, seed=3)
         ref = HFBackend(model, tok, batch_size=4, fast_sampling=False).generate(PROMPTS, s, seed=3)
         assert fast == ref

@@ -69,7 +69,7 @@ class TailStopCriteria(StoppingCriteria):
     """Stop a row when one of ``stops`` overlaps its newest token.
 
     The same rule as transformers' ``StopStringCriteria`` (an occurrence that ends inside the
-    newest token and starts no later than it), checked on the text of the last
+    newest token; compared on real token sequences in the tests), checked on the text of the last
     ``max(len(stop)) + 2`` tokens: two small ``batch_decode`` calls per step.
     """
 
@@ -88,12 +88,28 @@ class TailStopCriteria(StoppingCriteria):
 
 
 def stop_overlaps_end(text: str, start: int, stops: list[str]) -> bool:
-    """Whether some stop occurs in ``text`` ending after ``start`` and starting at or before it
-    (``text[start:]`` is the newest token's text)."""
-    for s in stops:
-        if text.find(s, max(0, start - len(s) + 1), start + len(s)) != -1:
-            return True
-    return False
+    """Whether some stop occurs in ``text`` ending after ``start`` (``text[start:]`` is the
+    newest token's text): it ends inside the newest token, wherever it starts."""
+    return any(text.find(s, max(0, start - len(s) + 1)) != -1 for s in stops)
+
+
+def sampling_processors(model, temperature: float, top_p: float) -> LogitsProcessorList:
+    """transformers' temperature -> top-k -> top-p warpers, in its order, with FastTopP for top-p.
+
+    top-k is the model's ``generation_config.top_k``, else transformers' default (50), as
+    ``generate`` would apply it."""
+    from transformers import GenerationConfig, TemperatureLogitsWarper, TopKLogitsWarper
+
+    top_k = getattr(model.generation_config, "top_k", None)
+    if top_k is None:
+        top_k = GenerationConfig._get_default_generation_params().get("top_k")
+    procs = LogitsProcessorList()
+    if temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        procs.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    procs.append(FastTopP(top_p))
+    return procs
 
 
 def auto_batch_size(model, seq_len: int, *, fraction: float = 0.6, cap: int = 512) -> int:
@@ -164,7 +180,10 @@ class HFBackend:
         if not greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
             if self.fast_sampling and sampling.top_p < 1.0:
-                kwargs.update(top_p=1.0, logits_processor=LogitsProcessorList([FastTopP(sampling.top_p)]))
+                # transformers applies custom processors before its own warpers, so the warpers
+                # that come before top-p (temperature, top-k) move into the list with FastTopP
+                kwargs.update(temperature=1.0, top_k=0, top_p=1.0,
+                              logits_processor=sampling_processors(self.model, sampling.temperature, sampling.top_p))
         if sampling.stop:
             if self.fast_sampling:
                 kwargs.update(stopping_criteria=StoppingCriteriaList([TailStopCriteria(self.tok, list(sampling.stop))]))
