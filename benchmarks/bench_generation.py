@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_generation.py [--model smollm2-135m-instruct] [--prompts 8]
         [--max-new-tokens 48] [--batch 8] [--n 1] [--static-cache]
 
-Same model, prompts (HumanEval prompts, rendered as the student sees them), sampling
+Same model, prompts (HumanEval prompts as plain code to continue), sampling
 (temperature 0.8, top-p 0.95, the task's stop strings) and max_new_tokens for every contender:
 
 1. a plain loop: ``model.generate`` one prompt at a time (batch 1), transformers' own top-p and
@@ -117,7 +117,9 @@ def main() -> int:
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     cfg, model, tok, cache = load(args.model)
-    prompts, stops = prompts_for(tok, args.prompts, cfg.chat)
+    # completion-style prompts (the function to continue): a chat model's answer opens with ```,
+    # a stop string, so chat prompts would measure little but the prefill
+    prompts, stops = prompts_for(tok, args.prompts, chat=False)
     sampling = SamplingConfig(n=args.n, temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens, stop=stops)
     device = next(model.parameters()).device
     print(f"model {args.model} ({next(model.parameters()).dtype}, {device}), {len(prompts)} HumanEval prompts, "
