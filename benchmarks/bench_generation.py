@@ -51,7 +51,10 @@ def prompts_for(tok, count: int, chat: bool) -> tuple[list[str], list[str]]:
 
     task = build_task("humaneval", TaskConfig())
     problems = read_humaneval()[:count]
-    return [task.render(p, tok, chat=chat, shots=0).text for p in problems], list(task.stop)
+    # the stops that end a function (the task's "\n#", '\n"""' and "\nassert " often end a small
+    # model's completion after a few tokens, which leaves little but the prefill to measure)
+    stops = [s for s in task.stop if s in ("\ndef ", "\nclass ", "\nif __name__", "\nprint(")]
+    return [task.render(p, tok, chat=chat, shots=0).text for p in problems], stops
 
 
 def count_new(rows: torch.Tensor, end_ids: set[int]) -> int:
