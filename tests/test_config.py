@@ -47,3 +47,31 @@ def test_cli_rejects_bad_value_before_loading_anything(tmp_path):
     out = p.stderr + p.stdout
     assert "train.lr: must be > 0" in out
     assert "torch imported before" not in out
+
+
+@pytest.mark.parametrize("overrides,key,msg", [
+    (["generation=openai"], "generation.openai.base_url", "URL"),
+    (["generation=openai", "generation.openai.base_url=http://127.0.0.1:1/v1", "generation.openai.api_key_env=sk-abc"],
+     "generation.openai.api_key_env", "environment variable"),
+    (["generation=openai", "generation.openai.base_url=http://x/v1", "generation.openai.max_concurrency=0"],
+     "generation.openai.max_concurrency", ">= 1"),
+    (["generation.batch_size=big"], "generation.batch_size", "auto"),
+    (["generation.batch_size=0"], "generation.batch_size", "auto"),
+    (["generation.backend=tgi"], "generation.backend", "not one of"),
+])
+def test_generation_config_errors(compose, overrides, key, msg):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ".*" + msg):
+        validate(compose(*overrides))
+
+
+def test_generation_backends_compose(compose):
+    import importlib.util
+
+    rc = validate(compose("generation=openai", "generation.openai.base_url=http://127.0.0.1:8000/v1"))
+    assert rc.generation.backend == "openai" and rc.generation.openai.max_concurrency == 8
+    assert validate(compose("generation.batch_size=auto")).generation.batch_size == "auto"
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ConfigError, match=r"generation\.backend.*vllm package"):
+            validate(compose("generation=vllm"))
+    else:
+        assert validate(compose("generation=vllm")).generation.vllm.tensor_parallel_size == 1

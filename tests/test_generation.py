@@ -57,3 +57,106 @@ def test_cache_reuses_and_skips_torn_lines(tiny, tmp_path):
     more, st4 = generate(backend, PROMPTS, SamplingConfig(n=3, temperature=1.0, max_new_tokens=5), seed=0,
                          model_id="tiny-x", cache_root=tmp_path)
     assert st4["generated_prompts"] == 3 and all(len(c) == 3 for c in more)  # fewer cached than asked: redo
+
+
+# --------------------------------------------------------------------------- hf per-step speed-ups
+def test_fast_top_p_masks_exactly_like_transformers():
+    import torch
+    from transformers import TopPLogitsWarper
+
+    from codistill.generation.hf import FastTopP
+
+    g = torch.Generator().manual_seed(0)
+    for scale, top_p, vocab in [(1.0, 0.95, 5000), (4.0, 0.9, 5000), (0.3, 0.95, 3000), (2.0, 0.5, 700)]:
+        scores = torch.randn(6, vocab, generator=g) * scale
+        scores[0, :100] = -float("inf")  # rows already cut by a top-k warper
+        ref = TopPLogitsWarper(top_p)(None, scores.clone())
+        got = FastTopP(top_p, k=16)(None, scores.clone())  # small k: the doubling path runs too
+        assert torch.equal(torch.isinf(ref), torch.isinf(got)), (scale, top_p)
+        assert torch.equal(ref[~torch.isinf(ref)], got[~torch.isinf(got)])
+
+
+@pytest.mark.parametrize("text,start,stops,hit", [
+    ("x = 1\n\n\n", 7, ["\n\n\n"], True),     # the newest token completes the stop
+    ("x = 1\n\n\nfoo", 7, ["\n\n\n"], True),  # the newest token ("\nfoo") overhangs the stop
+    ("x = 1\n\n\nfoo", 8, ["\n\n\n"], False),  # the stop ended before the newest token
+    ("abc", 1, ["bc"], True),                  # the stop starts exactly at the newest token
+    ("a xstopy", 2, ["stop"], True),           # inside the newest token: transformers stops there too
+    ("stop at", 4, ["stop"], False),           # ended in an earlier token
+    ("print(1)```", 8, ["```", "\n#"], True),
+    ("", 0, ["```"], False),
+])
+def test_stop_overlaps_end(text, start, stops, hit):
+    from codistill.generation.hf import stop_overlaps_end
+
+    assert stop_overlaps_end(text, start, stops) is hit
+
+
+def test_tail_stop_matches_transformers_stop_strings():
+    """On real token sequences (a source file through the shipped tokenizer) and stops cut from
+    their text, TailStopCriteria fires exactly where transformers' StopStringCriteria does."""
+    import random
+    from pathlib import Path
+
+    import torch
+    from transformers import StopStringCriteria
+
+    from codistill.generation.hf import TailStopCriteria
+    from codistill.models.tiny import load_tiny_tokenizer
+
+    tok = load_tiny_tokenizer()
+    ids = tok(Path(__file__).read_text()[:6000], add_special_tokens=False).input_ids
+    rng = random.Random(0)
+    fired = checked = 0
+    for _ in range(120):
+        st = rng.randrange(0, len(ids) - 8)
+        seq = ids[st:st + 8]
+        text = tok.decode(seq)
+        a = rng.randrange(0, max(1, len(text) - 3))
+        stop = text[a:a + rng.randint(1, 4)]
+        if not stop.strip():
+            continue
+        ref, fast = StopStringCriteria(tok, [stop]), TailStopCriteria(tok, [stop])
+        for length in range(2, 9):
+            x = torch.tensor([seq[:length]])
+            want = bool(ref(x, None)[0])
+            assert bool(fast(x, None)[0]) == want, (stop, [tok.decode([t]) for t in seq[:length]])
+            fired += want
+            checked += 1
+    assert checked > 300 and fired > 30  # both outcomes were exercised
+
+
+def test_fast_stop_and_top_p_keep_outputs(tiny):
+    """TailStopCriteria/FastTopP give the outputs transformers' own stop strings and top-p give."""
+    model, tok = tiny
+    for s in (SamplingConfig(n=1, temperature=0.0, max_new_tokens=12, stop=["e", "\n", "("]),
+              SamplingConfig(n=2, temperature=1.0, top_p=0.9, max_new_tokens=10, stop=["a", " t"])):
+        fast = HFBackend(model, tok, batch_size=4, fast_sampling=True).generate(PROMPTS, s, seed=3)
+        ref = HFBackend(model, tok, batch_size=4, fast_sampling=False).generate(PROMPTS, s, seed=3)
+        assert fast == ref
+        assert any(c.endswith(tuple(s.stop)) or any(x in c for x in s.stop) for o in ref for c in o)  # stops fired
+
+
+def test_auto_batch_size_on_cpu(tiny):
+    model, tok = tiny
+    from codistill.generation.hf import CPU_AUTO_BATCH, auto_batch_size
+
+    assert auto_batch_size(model, 512) == CPU_AUTO_BATCH
+    s = SamplingConfig(n=2, temperature=1.0, max_new_tokens=4)
+    out = HFBackend(model, tok, batch_size="auto").generate(PROMPTS, s, seed=0)
+    assert [len(o) for o in out] == [2, 2, 2]
+
+
+# --------------------------------------------------------------------------- backend choice
+def test_backend_identity_differs_only_where_outputs_do():
+    from codistill.config import GenerationConfig, OpenAIConfig
+    from codistill.generation import backend_identity
+
+    m = ModelConfig(name="smol", source="tiny")
+    assert backend_identity(GenerationConfig(backend="hf", batch_size="auto", static_cache=True), m, "id") == "id"
+    assert backend_identity(GenerationConfig(backend="vllm"), m, "id") == "id|vllm"
+    o = GenerationConfig(backend="openai", openai=OpenAIConfig(base_url="http://h:1/v1/"))
+    assert backend_identity(o, m, "id") == "openai:http://h:1/v1:smol"
+    o.openai.model = "served"
+    assert backend_identity(o, m, "id") == "openai:http://h:1/v1:served"
+    assert backend_identity(o, m, None) is None  # cache off

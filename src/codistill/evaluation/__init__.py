@@ -42,15 +42,23 @@ def pass_metrics(judged, kind: str, n: int, ev, *, prefix: str) -> dict[str, flo
 
 
 def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_dir: Path,
-             model_id: str | None, cache_root: str | None, samples_file: str = "eval_samples.jsonl") -> dict:
-    """Evaluate ``model`` on ``problems``; writes ``samples_file``; returns eval/* metrics."""
+             model_id: str | None, cache_root: str | None, samples_file: str = "eval_samples.jsonl",
+             backend=None) -> dict:
+    """Evaluate ``model`` on ``problems``; writes ``samples_file``; returns eval/* metrics.
+
+    ``backend``: a generation backend to sample with (``model`` may then be None); default an
+    hf backend over ``model`` with ``cfg.generation``'s batch settings.  The run evaluates a
+    trained student, which lives in memory, with hf whatever ``generation.backend`` says.
+    """
     from codistill.generation.hf import HFBackend
 
     ev = cfg.eval
     chat = cfg.student.chat
     prompts = [task.render(p, tokenizer, chat=chat, shots=0) for p in problems]
     texts = [p.text for p in prompts]
-    backend = HFBackend(model, tokenizer, batch_size=cfg.generation.batch_size, desc="eval")
+    if backend is None:
+        backend = HFBackend(model, tokenizer, batch_size=cfg.generation.batch_size,
+                            static_cache=cfg.generation.static_cache, desc="eval")
     metrics: dict[str, float] = {"eval/n_problems": len(problems)}
     rows: list[dict] = [{"problem_id": p.id, "gold": p.answer, "samples": []} for p in problems]
     runs = []

@@ -3,6 +3,13 @@
 The cache key is (model identity, sampling settings, seed); a sweep over students or
 learning rates therefore reuses the teacher's samples, and a killed run resumes from
 the prompts it had finished.
+
+Backends (``generation.backend``; :func:`build_backend` makes one): ``hf`` (transformers, the
+model in this process), ``vllm`` (in-process vLLM on a GPU), ``openai`` (an OpenAI-compatible
+server).  :func:`backend_identity` keys the cache by backend only where outputs differ: hf keeps
+the model's own identity (its speed-ups change no output); vLLM samples with its own kernels and
+random streams, so its samples are another key (``<model>|vllm``); an openai server's weights
+are unknown here, so its key is the server and the served name (``openai:<base_url>:<model>``).
 """
 
 from __future__ import annotations
@@ -64,4 +71,52 @@ def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str 
     return [results[p] for p in prompts], stats
 
 
-__all__ = ["GenerationCache", "digest", "generate", "sampling_key"]
+def served_model_name(gcfg, mcfg) -> str:
+    """The model name sent to an OpenAI-compatible server: ``generation.openai.model``, else the
+    role's model config ``name``."""
+    return gcfg.openai.model or mcfg.name
+
+
+def backend_identity(gcfg, mcfg, model_identity: str | None) -> str | None:
+    """The generation-cache identity of sampling ``mcfg`` with backend ``gcfg.backend``
+    (None when ``model_identity`` is None, i.e. the cache is off)."""
+    if model_identity is None:
+        return None
+    if gcfg.backend == "hf":
+        return model_identity
+    if gcfg.backend == "vllm":
+        return f"{model_identity}|vllm"
+    if gcfg.backend == "openai":
+        return f"openai:{str(gcfg.openai.base_url).rstrip('/')}:{served_model_name(gcfg, mcfg)}"
+    raise ValueError(f"generation.backend: unknown backend {gcfg.backend!r}")
+
+
+def build_backend(gcfg, mcfg, *, cache_dir: str | Path, model=None, tokenizer=None, desc: str = "generate"):
+    """A backend for sampling from the model ``mcfg`` as ``gcfg`` (a GenerationConfig) says.
+
+    hf needs the loaded ``model`` and ``tokenizer``; vllm loads the checkpoint itself (packaged
+    models resolve to their converted directory); openai loads nothing.
+    """
+    if gcfg.backend == "hf":
+        from codistill.generation.hf import HFBackend
+
+        if model is None or tokenizer is None:
+            raise ValueError("generation=hf needs the loaded model and tokenizer")
+        return HFBackend(model, tokenizer, batch_size=gcfg.batch_size, static_cache=gcfg.static_cache, desc=desc)
+    if gcfg.backend == "vllm":
+        from codistill.generation.vllm import VLLMBackend
+        from codistill.models import resolve_checkpoint
+
+        if mcfg.source == "tiny":
+            raise ValueError("generation=vllm cannot load a tiny (in-memory) model; use generation=hf")
+        return VLLMBackend(resolve_checkpoint(mcfg, cache_dir), gcfg.vllm, max_context=mcfg.max_context,
+                           trust_remote_code=bool(mcfg.trust_remote_code), desc=desc)
+    if gcfg.backend == "openai":
+        from codistill.generation.openai import OpenAIBackend
+
+        return OpenAIBackend(gcfg.openai, served_model_name(gcfg, mcfg), desc=desc)
+    raise ValueError(f"generation.backend: unknown backend {gcfg.backend!r}")
+
+
+__all__ = ["GenerationCache", "backend_identity", "build_backend", "digest", "generate", "sampling_key",
+           "served_model_name"]

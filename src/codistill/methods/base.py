@@ -67,10 +67,22 @@ class RunContext:
 
         Methods sample through this, never by building a backend themselves, so the
         ``generation`` config group decides how (transformers, vLLM, an API server)."""
-        from codistill.generation.hf import HFBackend
+        from codistill.generation import backend_identity, build_backend
 
-        model, tok, ident = self.load(role)
-        return HFBackend(model, tok, batch_size=self.cfg.generation.batch_size, desc=desc or role), tok, ident
+        gcfg, mcfg = self.cfg.generation, getattr(self.cfg, role)
+        if gcfg.backend == "hf":
+            model, tok, ident = self.load(role)
+            return build_backend(gcfg, mcfg, cache_dir=self.cache_dir, model=model, tokenizer=tok,
+                                 desc=desc or role), tok, ident
+        # vllm / openai: no transformers weights here; the tokenizer still renders the prompts
+        key = (role, gcfg.backend)
+        if key not in self._models:
+            from codistill.models import model_identity
+
+            ident = model_identity(mcfg) if gcfg.use_cache else None
+            self._models[key] = (build_backend(gcfg, mcfg, cache_dir=self.cache_dir, desc=desc or role),
+                                 self.tokenizer(role), backend_identity(gcfg, mcfg, ident))
+        return self._models[key]
 
     def release(self, role: str) -> None:
         """Free a role's models (a teacher is not needed once its samples are drawn)."""

@@ -1,0 +1,173 @@
+"""The OpenAI-compatible backend: any server speaking the ``/v1/completions`` API.
+
+Why ``/completions`` and not ``/chat/completions``: tasks render their prompts locally (the
+chat template of the role's tokenizer included, see ``Task.render``), so the server receives
+exactly the text the hf backend would feed the model; chat endpoints would apply a template
+of their own a second time.  Only the tokenizer is loaded here, never the weights.
+
+Requests run ``max_concurrency`` at a time on threads (one request per prompt, asking for its
+``n`` samples with the ``n`` parameter; a server that returns fewer choices is asked again for
+the rest, and one that rejects ``n`` is asked once per sample).  Failures that may pass
+(HTTP 429, 5xx, timeouts, refused or dropped connections) are retried ``max_retries`` times
+with exponential backoff and full jitter; other errors (400, 401, 404) fail at once, naming
+the server's answer.  Each request carries a seed derived from (run seed, prompt, sample
+index), so servers that honour ``seed`` give the same samples whatever the concurrency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_KEY = "codistill-no-key"  # local servers accept any key; the client insists on one
+
+
+class OpenAIBackendError(RuntimeError):
+    """A request failed for good (a non-retryable answer, or retries exhausted)."""
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(max_s, base_s * 2**attempt)]."""
+    return rng.uniform(0.0, min(max_s, base_s * (2 ** attempt)))
+
+
+def request_seed(seed: int, prompt: str, index: int) -> int:
+    """A per-(prompt, first sample index) seed in [0, 2**31): independent of order and concurrency."""
+    h = hashlib.sha256(f"{seed}\0{index}\0{prompt}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def _retryable(exc: Exception) -> bool:
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code == 429 or exc.status_code >= 500
+    return False
+
+
+class OpenAIBackend:
+    """``generate(prompts, sampling, seed)`` against an OpenAI-compatible server.
+
+    ``cfg`` is a :class:`codistill.config.OpenAIConfig`; ``model`` the served model's name.
+    """
+
+    def __init__(self, cfg, model: str, *, desc: str = "generate") -> None:
+        import openai
+
+        self.cfg = cfg
+        self.model = model
+        self.desc = desc
+        key = os.environ.get(cfg.api_key_env) or PLACEHOLDER_KEY
+        # our own retry loop (below) owns retries, so the client makes exactly one attempt
+        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=key, timeout=cfg.timeout_s, max_retries=0)
+        self.use_n = bool(cfg.use_n)
+        self.last_tokens = 0
+        self.last_tokens_per_s = 0.0
+        self.retries = 0  # retried requests in the last generate() call
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+
+    # ------------------------------------------------------------------ one request
+    def _request(self, prompt: str, k: int, sampling, seed: int) -> tuple[list[str], int]:
+        """``k`` completions of ``prompt`` (one request, retried); returns (texts, tokens)."""
+        import openai
+
+        kwargs = dict(model=self.model, prompt=prompt, max_tokens=sampling.max_new_tokens,
+                      temperature=float(sampling.temperature), top_p=float(sampling.top_p), seed=seed)
+        if k > 1:
+            kwargs["n"] = k
+        if sampling.stop:
+            kwargs["stop"] = list(sampling.stop)
+        attempt = 0
+        while True:
+            try:
+                resp = self.client.completions.create(**kwargs)
+                choices = sorted(resp.choices, key=lambda c: c.index)
+                tokens = (resp.usage.completion_tokens or 0) if resp.usage is not None else 0
+                return [c.text or "" for c in choices][:k], int(tokens)
+            except openai.BadRequestError as e:
+                if "n" in kwargs and self.use_n:
+                    log.warning("%s rejected n=%d (%s); asking once per sample from now on",
+                                self.cfg.base_url, k, e.message)
+                    self.use_n = False
+                    raise _AskSingly() from e
+                raise OpenAIBackendError(f"{self.cfg.base_url} (model {self.model!r}): {e}") from e
+            except Exception as e:  # noqa: BLE001 - sorted into retryable / fatal below
+                if not _retryable(e):
+                    raise OpenAIBackendError(f"{self.cfg.base_url} (model {self.model!r}): "
+                                             f"{type(e).__name__}: {e}") from e
+                if attempt >= self.cfg.max_retries:
+                    raise OpenAIBackendError(f"{self.cfg.base_url} (model {self.model!r}): gave up after "
+                                             f"{attempt + 1} attempts; last error {type(e).__name__}: {e}") from e
+                with self._lock:
+                    delay = backoff_delay(attempt, self.cfg.backoff_s, self.cfg.backoff_max_s, self._rng)
+                    self.retries += 1
+                log.info("retrying in %.2fs (attempt %d of %d): %s: %s", delay, attempt + 2,
+                         self.cfg.max_retries + 1, type(e).__name__, e)
+                time.sleep(delay)
+                attempt += 1
+
+    def _samples(self, prompt: str, sampling, seed: int) -> tuple[list[str], int]:
+        """All ``sampling.n`` completions of one prompt."""
+        n = sampling.n
+        out: list[str] = []
+        tokens = 0
+        while len(out) < n:
+            k = n - len(out) if self.use_n else 1
+            try:
+                texts, t = self._request(prompt, k, sampling, request_seed(seed, prompt, len(out)))
+            except _AskSingly:
+                continue
+            if not texts:
+                raise OpenAIBackendError(f"{self.cfg.base_url} (model {self.model!r}) returned no choices")
+            out.extend(texts)
+            tokens += t
+        return out[:n], tokens
+
+    # ------------------------------------------------------------------ the backend call
+    def generate(self, prompts: list[str], sampling, seed: int,
+                 on_batch: Callable[[list[tuple[str, list[str]]]], None] | None = None) -> list[list[str]]:
+        """``sampling.n`` completions per prompt, in prompt order; ``on_batch`` gets each
+        prompt as it finishes (called from this thread)."""
+        from tqdm.auto import tqdm
+
+        out: list[list[str] | None] = [None] * len(prompts)
+        tokens = 0
+        self.retries = 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(prompts), desc=self.desc, unit="prompt", leave=False, dynamic_ncols=True)
+        pool = ThreadPoolExecutor(max_workers=self.cfg.max_concurrency, thread_name_prefix="openai")
+        try:
+            pending = {pool.submit(self._samples, p, sampling, seed): i for i, p in enumerate(prompts)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                finished = []
+                for fut in done:
+                    i = pending.pop(fut)
+                    texts, t = fut.result()  # a request that failed for good fails the call
+                    out[i] = texts
+                    tokens += t
+                    finished.append((prompts[i], texts))
+                if on_batch:
+                    on_batch(finished)
+                bar.update(len(finished))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+        self.last_tokens = tokens
+        self.last_tokens_per_s = tokens / max(time.perf_counter() - t0, 1e-9)
+        return out  # type: ignore[return-value]
+
+
+class _AskSingly(Exception):
+    """Internal: the server rejected ``n``; ask again one sample per request."""
