@@ -21,7 +21,8 @@ SWEEPS = {
 
 
 @pytest.mark.parametrize("experiment", sorted(SWEEPS))
-def test_experiment_sweeps_its_methods_and_each_composes(compose, experiment):
+def test_experiment_sweeps_its_methods_and_each_composes(compose, experiment, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")  # the PERsD paper's API teacher
     cfg = compose(f"experiment={experiment}")
     params = OmegaConf.to_container(cfg.hydra.sweeper.params) if "hydra" in cfg else None
     if params is None:  # compose() drops the hydra node: read the file's own sweep
@@ -44,7 +45,10 @@ def test_ekt_paper_settings(compose):
     assert rc.eval.n_samples == 100 and 100 in rc.eval.k
 
 
-def test_persd_paper_settings(compose):
+def test_persd_paper_settings(compose, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(Exception, match="openai.base_url"):  # no server named: fails before anything loads
+        validate(compose("experiment=persd_humaneval_paper"))
     rc = validate(compose("experiment=persd_humaneval_paper", "generation.openai.base_url=http://127.0.0.1:1/v1"))
     assert rc.student.name == "starcoder" and rc.dataset.name == "code_alpaca"
     assert rc.teacher.backend == "openai" and rc.student.backend in (None, "hf")
@@ -76,3 +80,35 @@ def test_offline_reproduction_runs_every_method_end_to_end(tmp_path, experiment,
     if experiment == "repro_persd_offline":
         assert all("eval/step1/pass@1" in m for m in jobs.values())
         assert all(m["data/split"] for m in jobs.values())
+
+
+def test_a_role_can_have_its_own_backend(compose, tmp_path):
+    """teacher.backend=openai: the teacher is sampled through the server (no weights loaded here)
+    while the student keeps the `generation` group's backend."""
+    from codistill.generation.hf import HFBackend
+    from codistill.generation.openai import OpenAIBackend
+    from codistill.methods import RunContext
+
+    rc = validate(compose("experiment=smoke", "teacher.backend=openai",
+                          "generation.openai.base_url=http://127.0.0.1:1/v1"))
+    ctx = RunContext(cfg=rc, run_dir=tmp_path, task=None, train=[], test=[], cache_dir=str(tmp_path))
+    teacher, _, t_id = ctx.backend("teacher")
+    student, _, s_id = ctx.backend("student")
+    assert isinstance(teacher, OpenAIBackend) and isinstance(student, HFBackend)
+    assert t_id.startswith("openai:http://127.0.0.1:1/v1:") and not s_id.startswith("openai:")
+    assert not any(key[0] == "teacher" and key[1] in (False, True) for key in ctx._models)  # no teacher weights
+
+
+@pytest.mark.slow
+def test_evaluation_on_another_dataset(tmp_path):
+    """dataset@eval_dataset=humaneval: trained on GSM-style problems, evaluated on HumanEval's tests."""
+    run_dir = tmp_path / "run"
+    p = run_cli(["experiment=smoke", "method=none", "dataset@eval_dataset=humaneval", "eval.max_problems=2",
+                 "eval.n_samples=0", "eval.k=[1]", "logger=csv", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["eval_dataset"] == "humaneval" and m["data/n_test_problems"] == 2
+    assert m["data/split"].startswith("test=HumanEval/0..1 (2)")
+    rows = [json.loads(line) for line in (run_dir / "eval_samples.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"]
+    assert all(s["status"] in ("passed", "failed", "error", "timeout", "killed") for r in rows for s in r["samples"])

@@ -88,6 +88,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     tiny: TinyConfig = field(default_factory=TinyConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # how this role is sampled, when not as the `generation` group says: e.g. a teacher served by
+    # an OpenAI-compatible server (backend: openai) next to a local student
+    backend: Optional[str] = None  # null | hf | vllm | openai
 
     def check(self, key: str) -> None:
         _choice(self.source, f"{key}.source", ("hub", "local", "packaged_gguf", "tiny"))
@@ -97,6 +100,8 @@ class ModelConfig:
         if self.source == "packaged_gguf":
             _check(len(self.packages) > 0, f"{key}.packages", "required when source=packaged_gguf")
         _check(self.max_context > 0, f"{key}.max_context", "must be > 0")
+        _check(self.backend in (None, "hf", "vllm", "openai"), f"{key}.backend",
+               f"{self.backend!r} is not one of [null, 'hf', 'vllm', 'openai']")
         self.lora.check(f"{key}.lora")
 
 
@@ -474,6 +479,9 @@ class RunConfig:
     student: ModelConfig = MISSING
     method: Any = MISSING
     dataset: DatasetConfig = MISSING
+    # evaluate on another dataset's test split (e.g. train on code_alpaca, test on HumanEval);
+    # picked like a dataset:  codistill dataset@eval_dataset=humaneval
+    eval_dataset: Optional[DatasetConfig] = None
     task: TaskConfig = field(default_factory=TaskConfig)
     generation: GenerationConfig = MISSING
     trainer: TrainerConfig = MISSING
@@ -541,9 +549,17 @@ def validate(cfg: DictConfig) -> RunConfig:
     rest.student.check("student")
     method.check("method")
     rest.dataset.check("dataset")
+    if rest.eval_dataset is not None:
+        rest.eval_dataset.check("eval_dataset")
     rest.task.check("task")
     rest.sampling.check("sampling")
     rest.generation.check("generation")
+    for role in ("teacher", "student"):  # a role sampled by its own backend needs that backend's settings
+        backend = getattr(rest, role).backend
+        if backend and backend != rest.generation.backend:
+            import dataclasses
+
+            dataclasses.replace(rest.generation, backend=backend).check(f"generation[{role}.backend={backend}]")
     rest.trainer.check("trainer")
     rest.logger.check("logger")
     rest.train.check("train")

@@ -111,26 +111,32 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         metrics["execution/isolation"] = isolation_info().get("level")
         task = build_task(rc.dataset.task, rc.task)
         train, test = load_problems(rc.dataset)
-        if rc.eval.max_problems is not None:
-            test = test[:rc.eval.max_problems]
-        metrics.update({"data/n_train_problems": len(train), "data/n_test_problems": len(test)})
-        if rc.dataset.name == "humaneval":
-            from codistill.datasets.humaneval import describe_split
-
-            metrics["data/split"] = describe_split(train, test)
-            if len(test) != 164:
-                log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
         loggers = make_loggers(rc, run_dir, OmegaConf.to_container(cfg, resolve=True),
                                name=job_name(cfg), group=wandb_group(rc.experiment_name)) if dist.is_zero else []
         ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
                          cache_dir=os.path.expanduser(rc.cache_dir))
         train, test = prepare_problems(ctx, metrics)  # e.g. code_alpaca: the teacher helps make the tests
+        eval_task = task
+        if rc.eval_dataset is not None:  # e.g. train on code_alpaca, evaluate on HumanEval's test split
+            eval_task = build_task(rc.eval_dataset.task, rc.task)
+            _, test = load_problems(rc.eval_dataset)
+            metrics["eval_dataset"] = rc.eval_dataset.name
+        if rc.eval.max_problems is not None:
+            test = test[:rc.eval.max_problems]
+        ctx.test = test
+        metrics.update({"data/n_train_problems": len(train), "data/n_test_problems": len(test)})
+        if (rc.eval_dataset or rc.dataset).name == "humaneval":
+            from codistill.datasets.humaneval import describe_split
+
+            metrics["data/split"] = describe_split(train if rc.eval_dataset is None else [], test)
+            if len(test) != 164:
+                log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
         method = build_method(rc)
         method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
 
         if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":
             model, tok, sid = ctx.load("student")
-            base = evaluate(model, tok, task, test, rc, run_dir=run_dir, model_id=sid, cache_root=ctx.cache_dir,
+            base = evaluate(model, tok, eval_task, test, rc, run_dir=run_dir, model_id=sid, cache_root=ctx.cache_dir,
                             samples_file="eval_base_samples.jsonl")
             metrics.update({k.replace("eval/", "eval_base/"): v for k, v in base.items()})
             ctx.release("student")
@@ -166,7 +172,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from codistill.models import resolve_dtype
 
             model.to(resolve_dtype(rc.student.dtype))
-            ev = evaluate(model, tok, task, test, rc, run_dir=run_dir, model_id=student_id,
+            ev = evaluate(model, tok, eval_task, test, rc, run_dir=run_dir, model_id=student_id,
                           cache_root=ctx.cache_dir)
             metrics.update(ev)
             log_metrics(loggers, ev)

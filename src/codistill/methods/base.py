@@ -70,6 +70,10 @@ class RunContext:
         from codistill.generation import backend_identity, build_backend
 
         gcfg, mcfg = self.cfg.generation, getattr(self.cfg, role)
+        if mcfg.backend and mcfg.backend != gcfg.backend:  # this role alone (e.g. an API teacher)
+            import dataclasses
+
+            gcfg = dataclasses.replace(gcfg, backend=mcfg.backend)
         if gcfg.backend == "hf":
             model, tok, ident = self.load(role)
             return build_backend(gcfg, mcfg, cache_dir=self.cache_dir, model=model, tokenizer=tok,
