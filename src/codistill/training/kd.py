@@ -205,6 +205,10 @@ class KDDataModule(pl.LightningDataModule):
     def n_tokens(self) -> int:
         return self.base.n_tokens
 
+    @property
+    def items(self) -> list[dict]:
+        return self.base.items
+
     def train_dataloader(self) -> DataLoader:
         b = self.base
         if self.reader is None:
