@@ -37,7 +37,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from codistill.datasets.gsm8k import DataFileError
+from codistill.datasets.gsm8k import DataFileError, jsonl_records
 from codistill.tasks.base import Problem
 
 log = logging.getLogger(__name__)
@@ -117,24 +117,13 @@ def problem_from_record(record: object, where: str, pid: str) -> Problem | None:
 # --------------------------------------------------------------------------- loading
 def read_jsonl(path: str | Path, side: str) -> tuple[list[Problem], int]:
     """(Python function problems, rows read) from a local Code Alpaca JSONL file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset.{side}_file: no such file: {path}")
     problems, rows = [], 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            rows += 1
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFileError(f"{where}: invalid JSON ({e.msg})") from None
-            pid = f"code_alpaca/{lineno}" if side == "train" else f"code_alpaca/test/{lineno}"
-            p = problem_from_record(record, where, pid)
-            if p is not None:
-                problems.append(p)
+    for lineno, where, record in jsonl_records(path, side):
+        rows += 1
+        pid = f"code_alpaca/{lineno}" if side == "train" else f"code_alpaca/test/{lineno}"
+        p = problem_from_record(record, where, pid)
+        if p is not None:
+            problems.append(p)
     return problems, rows
 
 

@@ -40,12 +40,12 @@ def _problem(record: object, where: str, pid: str) -> Problem:
                    meta={"solution": record["answer"]})
 
 
-def read_jsonl(path: str | Path, split: str) -> list[Problem]:
-    """Problems from a local GSM8K-format JSONL file; errors name ``path:line``."""
+def jsonl_records(path: str | Path, side: str):
+    """``(lineno, where, record)`` for each non-blank line of a local JSONL file, where ``where``
+    is ``path:line`` for error messages; a missing file names ``dataset.<side>_file``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"dataset.{split}_file: no such file: {path}")
-    problems = []
+        raise FileNotFoundError(f"dataset.{side}_file: no such file: {path}")
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -55,8 +55,12 @@ def read_jsonl(path: str | Path, split: str) -> list[Problem]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataFileError(f"{where}: invalid JSON ({e.msg})") from None
-            problems.append(_problem(record, where, f"gsm8k/{split}/{lineno}"))
-    return problems
+            yield lineno, where, record
+
+
+def read_jsonl(path: str | Path, split: str) -> list[Problem]:
+    """Problems from a local GSM8K-format JSONL file; errors name ``path:line``."""
+    return [_problem(record, where, f"gsm8k/{split}/{lineno}") for lineno, where, record in jsonl_records(path, split)]
 
 
 def read_hub(hub_id: str, hub_config: str | None, split: str) -> list[Problem]:

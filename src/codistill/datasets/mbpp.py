@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import ast
 import builtins
-import json
 import random
 from pathlib import Path
 
-from codistill.datasets.gsm8k import DataFileError
+from codistill.datasets.gsm8k import DataFileError, jsonl_records
 from codistill.tasks.base import Problem
 
 #: MBPP's standard splits: name -> (first task_id, last task_id), inclusive
@@ -109,24 +108,13 @@ def problem_from_record(record: object, where: str) -> Problem:
 
 def read_jsonl(path: str | Path, side: str) -> list[Problem]:
     """Problems from a local MBPP-format JSONL file; errors name ``path:line``."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset.{side}_file: no such file: {path}")
     problems, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFileError(f"{where}: invalid JSON ({e.msg})") from None
-            p = problem_from_record(record, where)
-            if p.id in seen:
-                raise DataFileError(f"{where}: task_id {p.meta['task_id']} repeats line {seen[p.id]}")
-            seen[p.id] = lineno
-            problems.append(p)
+    for lineno, where, record in jsonl_records(path, side):
+        p = problem_from_record(record, where)
+        if p.id in seen:
+            raise DataFileError(f"{where}: task_id {p.meta['task_id']} repeats line {seen[p.id]}")
+        seen[p.id] = lineno
+        problems.append(p)
     return problems
 
 
