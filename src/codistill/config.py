@@ -29,6 +29,12 @@ def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, key, f"{value!r} is not one of {list(choices)}")
 
 
+def _check_keep(keep: str, max_per_problem: Optional[int], key: str) -> None:
+    """The keep policy shared by the filtering methods (ekt and its kin, expert_iteration, persd)."""
+    _choice(keep, f"{key}.keep", ("first", "unique"))
+    _check(max_per_problem is None or max_per_problem >= 1, f"{key}.max_per_problem", "must be >= 1 or null")
+
+
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
@@ -283,9 +289,7 @@ class EKTConfig(MethodConfig):
     max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
 
     def check(self, key: str) -> None:
-        _choice(self.keep, f"{key}.keep", ("first", "unique"))
-        _check(self.max_per_problem is None or self.max_per_problem >= 1, f"{key}.max_per_problem",
-               "must be >= 1 or null")
+        _check_keep(self.keep, self.max_per_problem, key)
 
 
 @dataclass
@@ -310,9 +314,7 @@ class ExpertIterationConfig(MethodConfig):
         _check(self.rounds >= 1, f"{key}.rounds", f"must be >= 1, got {self.rounds}")
         _check(self.base_shots is None or self.base_shots >= 0, f"{key}.base_shots",
                "must be >= 0 or null")
-        _choice(self.keep, f"{key}.keep", ("first", "unique"))
-        _check(self.max_per_problem is None or self.max_per_problem >= 1, f"{key}.max_per_problem",
-               "must be >= 1 or null")
+        _check_keep(self.keep, self.max_per_problem, key)
 
 
 @dataclass
@@ -328,9 +330,7 @@ class PERsDConfig(MethodConfig):
 
     def check(self, key: str) -> None:
         _check(self.attempt_temperature >= 0, f"{key}.attempt_temperature", "must be >= 0")
-        _choice(self.keep, f"{key}.keep", ("first", "unique"))
-        _check(self.max_per_problem is None or self.max_per_problem >= 1, f"{key}.max_per_problem",
-               "must be >= 1 or null")
+        _check_keep(self.keep, self.max_per_problem, key)
 
 
 @dataclass
