@@ -15,7 +15,8 @@ from conftest import run_cli
 SWEEPS = {
     "ekt_gsm8k_paper": ["ekt", "kd", "expert_iteration"],
     "persd_humaneval_paper": ["stand", "persd", "persd_refine", "persd_combined"],
-    "repro_ekt_offline": ["none", "ekt", "kd", "expert_iteration", "stand"],
+    "repro_ekt_offline": ["none", "ekt", "expert_iteration", "stand"],
+    "repro_kd_offline": ["none", "ekt", "kd"],
     "repro_persd_offline": ["none", "stand", "persd", "persd_refine", "persd_combined"],
 }
 
@@ -66,6 +67,7 @@ TINY = ["teacher=tiny", "student=tiny", "seed=0", "sampling.n=2", "sampling.max_
 @pytest.mark.parametrize("experiment, sizes", [
     ("repro_ekt_offline", ["dataset.train_size=2", "dataset.test_size=2", "eval.n_samples=2", "eval.k=[1,2]"]),
     ("repro_persd_offline", ["dataset.train_size=2", "dataset.test_size=2"]),
+    ("repro_kd_offline", ["dataset.train_size=2", "dataset.test_size=2", "eval.n_samples=2", "eval.k=[1,2]"]),
 ])
 def test_offline_reproduction_runs_every_method_end_to_end(tmp_path, experiment, sizes):
     """The reproduction's own config, shrunk to tiny models and two problems: one job per method."""

@@ -59,6 +59,16 @@ def test_cache_reuses_and_skips_torn_lines(tiny, tmp_path):
     assert st4["generated_prompts"] == 3 and all(len(c) == 3 for c in more)  # fewer cached than asked: redo
 
 
+def test_greedy_cache_is_shared_by_every_seed(tiny, tmp_path):
+    model, tok = tiny
+    s = SamplingConfig(n=1, temperature=0.0, max_new_tokens=5)
+    backend = HFBackend(model, tok, batch_size=2)
+    first, st1 = generate(backend, PROMPTS, s, seed=0, model_id="tiny-x", cache_root=tmp_path)
+    again, st2 = generate(backend, PROMPTS, s, seed=7, model_id="tiny-x", cache_root=tmp_path)
+    assert st1["generated_prompts"] == 3 and st2["cached_prompts"] == 3 and st2["generated_prompts"] == 0
+    assert again == first == backend.generate(PROMPTS, s, seed=7)  # greedy: the seed changes nothing
+
+
 # --------------------------------------------------------------------------- hf per-step speed-ups
 def test_fast_top_p_masks_exactly_like_transformers():
     import torch

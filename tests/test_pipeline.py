@@ -68,6 +68,22 @@ def test_sweep_writes_one_directory_and_wandb_run_per_job(tmp_path, cache):
     assert seeds == {0, 1}
 
 
+def test_a_fixed_teacher_seed_makes_one_teacher_pass_for_every_seed(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_cli(["-m", "experiment=smoke", "seed=0,1", "teacher_seed=0", f"hydra.sweep.dir={sweep}",
+                 "eval.enabled=false", "logger=csv",],
+                cwd=tmp_path, env={"CODISTILL_CACHE": str(tmp_path / "cache")})
+    assert p.returncode == 0, p.stderr[-3000:]
+    ms = {m["seed"]: m for m in (json.loads(f.read_text()) for f in sweep.glob("*/metrics.json"))}
+    assert set(ms) == {0, 1} and all(m["status"] == "ok" for m in ms.values())
+    n = ms[0]["data/n_problems"]
+    assert ms[0]["teacher/cached_prompts"] == 0 and ms[1]["teacher/cached_prompts"] == n  # one teacher pass
+    gens = [[g["completion"] for g in read_jsonl(d / "generations.jsonl")]
+            for d in sorted(sweep.iterdir(), key=lambda d: json.loads((d / "metrics.json").read_text())["seed"])
+            if (d / "metrics.json").exists()]
+    assert gens[0] == gens[1]  # the same teacher samples for both seeds
+
+
 def test_killed_run_resumes_without_regenerating(tmp_path):
     cache = tmp_path / "cache"
     args = [sys.executable, "-m", "codistill", "experiment=smoke", "eval.enabled=false", "logger=csv",

@@ -291,7 +291,7 @@ def _propose_and_run(ctx, problems: list[Problem]) -> dict:
     backend, tok, ident = ctx.backend("teacher", desc="teacher: test inputs")
     prompts = [proposal_prompt(p, tok, chat=cfg.teacher.chat, n_tests=cfg.dataset.max_tests) for p in problems]
     sampling = SamplingConfig(n=1, temperature=0.0, max_new_tokens=cfg.dataset.tests_max_new_tokens, stop=["```"])
-    comps, _ = generate(backend, prompts, sampling, seed=cfg.seed, model_id=ident, cache_root=ctx.cache_dir)
+    comps, _ = generate(backend, prompts, sampling, seed=cfg.data_seed, model_id=ident, cache_root=ctx.cache_dir)
     ctx.release("teacher")
     proposals = []
     for p, c in zip(problems, comps):

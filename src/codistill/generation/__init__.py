@@ -1,6 +1,6 @@
 """Generation: one call, ``generate(prompts, sampling)``, behind a content-addressed cache.
 
-The cache key is (model identity, sampling settings, seed); a sweep over students or
+The cache key is (model identity, sampling settings, seed -- none for greedy decoding); a sweep over students or
 learning rates therefore reuses the teacher's samples, and a killed run resumes from
 the prompts it had finished.
 
@@ -38,7 +38,10 @@ def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str 
     tokens generated, tokens/s.  ``model_id=None`` or ``cache_root=None`` disables the cache.
     """
     n = sampling.n
-    cache = GenerationCache(cache_root, model_id, sampling_key(sampling), seed) if model_id and cache_root else None
+    # greedy decoding does not depend on the seed: one cache entry serves every seed of a sweep
+    cache_seed = seed if sampling.temperature > 0 else 0
+    cache = GenerationCache(cache_root, model_id, sampling_key(sampling), cache_seed) \
+        if model_id and cache_root else None
     found = cache.load() if cache else {}
     results: dict[str, list[str]] = {}
     todo: list[str] = []

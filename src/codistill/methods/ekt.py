@@ -36,7 +36,7 @@ class EKT(Method):
         backend, t_tok, t_id = ctx.backend("teacher")
         prompts = [ctx.task.render(p, t_tok, chat=cfg.teacher.chat, shots=self.teacher_shots(ctx)) for p in ctx.train]
         sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
-        comps, gstats = generate(backend, [p.text for p in prompts], sampling, seed=cfg.seed,
+        comps, gstats = generate(backend, [p.text for p in prompts], sampling, seed=cfg.data_seed,
                                  model_id=t_id, cache_root=ctx.cache_dir)
         ctx.release("teacher")
         judged = judge_completions(ctx.task, ctx.train, prompts, comps, timeout_s=cfg.task.timeout_s,

@@ -67,7 +67,7 @@ class PERsD(Method):
             t_prompts = {i: task.render_refine(ctx.train[i], attempts[i].program, feedback[i], t_tok,
                                                chat=cfg.teacher.chat) for i in failed}
             sampling = dataclasses.replace(cfg.sampling, stop=stop)
-            comps, t_stats = generate(t_backend, [t_prompts[i].text for i in failed], sampling, seed=cfg.seed,
+            comps, t_stats = generate(t_backend, [t_prompts[i].text for i in failed], sampling, seed=cfg.data_seed,
                                       model_id=t_id, cache_root=ctx.cache_dir)
             ctx.release("teacher")
             judged = judge_completions(task, [ctx.train[i] for i in failed], [t_prompts[i] for i in failed],
