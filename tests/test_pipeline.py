@@ -78,9 +78,9 @@ def test_a_fixed_teacher_seed_makes_one_teacher_pass_for_every_seed(tmp_path):
     assert set(ms) == {0, 1} and all(m["status"] == "ok" for m in ms.values())
     n = ms[0]["data/n_problems"]
     assert ms[0]["teacher/cached_prompts"] == 0 and ms[1]["teacher/cached_prompts"] == n  # one teacher pass
-    gens = [[g["completion"] for g in read_jsonl(d / "generations.jsonl")]
-            for d in sorted(sweep.iterdir(), key=lambda d: json.loads((d / "metrics.json").read_text())["seed"])
-            if (d / "metrics.json").exists()]
+    job_dirs = sorted((f.parent for f in sweep.glob("*/metrics.json")),
+                      key=lambda d: json.loads((d / "metrics.json").read_text())["seed"])
+    gens = [[g["completion"] for g in read_jsonl(d / "generations.jsonl")] for d in job_dirs]
     assert gens[0] == gens[1]  # the same teacher samples for both seeds
 
 
