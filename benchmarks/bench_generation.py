@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Generation tokens/s: codistill's hf backend vs plain ``model.generate`` loops (and vLLM where installed).
 
-    .venv/bin/python benchmarks/bench_generation.py [--model smollm2-135m-instruct] [--prompts 8]
-        [--max-new-tokens 48] [--batch 8] [--n 1] [--static-cache]
+    .venv/bin/python benchmarks/bench_generation.py [--model smollm2-135m-instruct] [--prompts 16]
+        [--max-new-tokens 48] [--batch 16] [--n 1] [--static-cache]
 
 Same model, prompts (HumanEval prompts as plain code to continue), sampling
 (temperature 0.8, top-p 0.95, the task's stop strings) and max_new_tokens for every contender:
@@ -107,9 +107,10 @@ def vllm_run(cfg, cache, prompts, sampling, seed: int) -> tuple[int, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--model", default="smollm2-135m-instruct", help="a conf/student/<name>.yaml")
-    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--batch", type=int, default=8, help="sequences per batch for the batched contenders")
+    ap.add_argument("--batch", type=int, default=16,
+                    help="sequences per batch for the batched contenders (default: generation.batch_size's default)")
     ap.add_argument("--n", type=int, default=1, help="samples per prompt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--static-cache", action="store_true", help="the hf backend with a static KV cache")
