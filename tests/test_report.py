@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codistill.report import aggregate, format_table, load_sweep, main, pass_columns, plot
+from codistill.report import aggregate, format_table, load_sweep, main, pass_columns, plot, summary, to_markdown
 
 
 def write_job(sweep: Path, name: str, **m):
@@ -38,6 +38,23 @@ def sweep(tmp_path):
 def test_pass_columns_ordered_by_k_trained_first():
     cols = ["eval/pass@10", "x", "eval_base/pass@1", "eval/pass@1", "eval/pass@1_greedy", "eval/pass@2"]
     assert pass_columns(cols) == ["eval/pass@1", "eval_base/pass@1", "eval/pass@2", "eval/pass@10"]
+    steps = ["eval/step1/pass@1", "eval/step0/pass@1", "eval/pass@1", "eval/step2/pass@1"]
+    assert pass_columns(steps) == ["eval/pass@1", "eval/step1/pass@1", "eval/step2/pass@1"]  # step 0 is pass@1
+
+
+def test_summary_has_mean_spread_and_data_figures_per_method(tmp_path):
+    s = tmp_path / "s"
+    for seed, (p0, p1) in enumerate([(0.1, 0.2), (0.3, 0.4)]):
+        write_job(s, f"p{seed}", **job("persd", seed, p0, **{"eval/step1/pass@1": p1, "data/problems_solved": 9,
+                                                          "data/student_solved": 1, "data/sent_to_teacher": 11}))
+        write_job(s, f"n{seed}", **job("none", seed, 0.0))
+    table = summary(load_sweep(s)).set_index("method")
+    assert table.loc["persd", "pass@1"] == "0.200 ± 0.141" and table.loc["persd", "step1/pass@1"] == "0.300 ± 0.141"
+    assert (table.loc["persd", "solved"], table.loc["persd", "sent_to_teacher"], table.loc["persd", "data_kept"]) == \
+        ("9", "11", "7")
+    assert table.loc["none", "solved"] == "" and table.loc["persd", "seeds"] == 2
+    md = to_markdown(summary(load_sweep(s)))
+    assert md.splitlines()[0].startswith("| method | seeds | pass@1 | step1/pass@1 |") and md.count("\n") == 3
 
 
 def test_load_sweep_one_row_per_job_with_every_pass_at_k(sweep):
@@ -80,5 +97,6 @@ def test_cli_writes_csv_and_png_and_rejects_a_missing_dir(sweep, tmp_path, capsy
     assert "5 jobs, 4 ok, 1 not ok" in out and "ekt" in out and "0.400 ± 0.141" in out
     assert (tmp_path / "out" / "report.csv").read_text().startswith("job,method,teacher,student,dataset,seed,")
     assert (tmp_path / "out" / "report.png").exists()
+    assert "| ekt | 2 | 0.400 ± 0.141 |" in (tmp_path / "out" / "report.md").read_text()
     assert main([str(tmp_path / "nope")]) == 2
     assert "no such sweep directory" in capsys.readouterr().err

@@ -1,6 +1,6 @@
-"""``codistill-report <sweep dir>``: one table row per job, a CSV and a PNG plot.
+"""``codistill-report <sweep dir>``: one table row per job, a CSV, a markdown summary and a PNG plot.
 
-    codistill-report multirun/smoke/sweep-1a2b3c4d            # table on stdout, report.csv + report.png there
+    codistill-report multirun/smoke/sweep-1a2b3c4d   # tables on stdout; report.csv, report.md, report.png there
     python -m codistill.report multirun/demo/my-sweep --out results/
 
 The rows come from each job's ``metrics.json`` (written by every run, finished or failed),
@@ -24,13 +24,22 @@ from codistill.sweep import job_metrics
 
 ID_COLUMNS = ["method", "teacher", "student", "dataset", "seed"]
 CONFIG_COLUMNS = ["method", "teacher", "student", "dataset"]
-_PASS = re.compile(r"^(eval|eval_base)/pass@(\d+)$")
+_PASS = re.compile(r"^(eval|eval_base)/(?:step(\d+)/)?pass@(\d+)$")
+#: data figures shown beside pass@k where a job has them: metrics.json key -> column
+DATA_COLUMNS = {"data/problems_solved": "solved", "data/student_solved": "student_solved",
+                "data/sent_to_teacher": "sent_to_teacher", "data/n_kept": "data_kept"}
 
 
 def pass_columns(columns) -> list[str]:
-    """``eval/pass@k`` (and the untrained ``eval_base/pass@k``) columns, by k then trained first."""
-    found = [c for c in columns if _PASS.match(str(c))]
-    return sorted(found, key=lambda c: (int(_PASS.match(c).group(2)), _PASS.match(c).group(1) != "eval"))
+    """``eval/pass@k`` (and the untrained ``eval_base/pass@k``) columns, by k then trained first;
+    multi-step inference adds ``eval/step<N>/pass@k`` (N >= 1: step 0 is ``eval/pass@k`` itself)
+    after them."""
+    def key(c):
+        m = _PASS.match(c)
+        return int(m.group(3)), m.group(1) != "eval", int(m.group(2) or 0)
+
+    found = [c for c in columns if _PASS.match(str(c)) and int(_PASS.match(str(c)).group(2) or 1) >= 1]
+    return sorted(found, key=key)
 
 
 def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
@@ -47,14 +56,19 @@ def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     for d, m in jobs:
         row = {"job": str(d.relative_to(sweep_dir)) or ".", **{c: m.get(c) for c in ID_COLUMNS}}
         row.update({c: m[c] for c in pass_columns(m)})
-        row["data_kept"] = m.get("data/n_kept")
+        row.update({col: m.get(key) for key, col in DATA_COLUMNS.items()})
         row["time_s"] = m.get("time/total_s")
         row["status"] = m.get("status")
         row["error"] = m.get("error", "")
         rows.append(row)
     df = pd.DataFrame(rows)
-    cols = ["job", *ID_COLUMNS, *pass_columns(df.columns), "data_kept", "time_s", "status", "error"]
+    data = [c for c in DATA_COLUMNS.values() if c == "data_kept" or df[c].notna().any()]
+    cols = ["job", *ID_COLUMNS, *pass_columns(df.columns), *data, "time_s", "status", "error"]
     return df[cols]
+
+
+def data_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in DATA_COLUMNS.values() if c in df.columns]
 
 
 def format_table(df: pd.DataFrame) -> str:
@@ -64,7 +78,8 @@ def format_table(df: pd.DataFrame) -> str:
     for c in pass_columns(show.columns):
         show[c] = show[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     show["time_s"] = show["time_s"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
-    show["data_kept"] = show["data_kept"].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    for c in data_columns(show):
+        show[c] = show[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
     show = show.fillna("")
     if not (show["error"] != "").any():
         show = show.drop(columns="error")
@@ -88,6 +103,50 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     long = ok.melt(id_vars=["config", "seed"], value_vars=metrics, var_name="metric").dropna(subset=["value"])
     agg = long.groupby(["config", "metric"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
     return agg.rename(columns={"count": "n"}).fillna({"std": 0.0})
+
+
+def _mean_std(values) -> str:
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return ""
+    if len(v) == 1:
+        return f"{v.iloc[0]:.3f}"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+
+
+def _mean(values, digits: int = 1) -> str:
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return ""
+    m = v.mean()
+    return f"{int(m)}" if float(m).is_integer() else f"{m:.{digits}f}"
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (finished jobs): seeds, every pass@k as mean ± std over seeds,
+    the data figures (mean over seeds) and the mean time per job.  The table for a paper."""
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["config"] = config_labels(ok)
+    rows = []
+    for config, g in ok.groupby("config", sort=False):
+        row = {"method": config, "seeds": int(g["seed"].nunique())}
+        row.update({c.replace("eval/", ""): _mean_std(g[c]) for c in pass_columns(ok.columns)})
+        row.update({c: _mean(g[c]) for c in data_columns(ok) if g[c].notna().any() or ok[c].notna().any()})
+        row["time/job"] = f"{g['time_s'].astype(float).mean() / 60:.1f} min"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A pandas frame as a GitHub markdown table (no extra dependency)."""
+    if table.empty:
+        return ""
+    cols = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def plot(df: pd.DataFrame, path: str | Path, title: str | None = None):
@@ -149,6 +208,8 @@ def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> tuple[pd
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "report.csv", out / "report.png"
     df.to_csv(csv_path, index=False)
+    md = to_markdown(summary(df))
+    (out / "report.md").write_text(f"# {sweep_dir.parent.name}/{sweep_dir.name}\n\n{md}\n")
     plot(df, png_path, title=f"{sweep_dir.parent.name}/{sweep_dir.name}: pass@k by method")
     return df, csv_path, png_path
 
@@ -170,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nmean ± std over seeds:")
         for _, r in agg.iterrows():
             print(f"  {r['config']:<40} {r['metric']:<18} {r['mean']:.3f} ± {r['std']:.3f}  (n={int(r['n'])})")
+    md = to_markdown(summary(df))
+    if md:
+        print("\nsummary (mean ± std over seeds; data figures: mean over seeds):\n" + md)
     n_bad = int((df["status"] != "ok").sum())
     print(f"\n{len(df)} jobs, {len(df) - n_bad} ok, {n_bad} not ok\nwrote {csv_path}\nwrote {png_path}")
     return 0
