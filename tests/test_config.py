@@ -75,3 +75,13 @@ def test_generation_backends_compose(compose):
             validate(compose("generation=vllm"))
     else:
         assert validate(compose("generation=vllm")).generation.vllm.tensor_parallel_size == 1
+
+
+def test_torch_threads_follow_omp_num_threads_else_split_the_cores(monkeypatch):
+    from codistill.run import compute_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert compute_threads(1) == 1  # two runs sharing a machine: each its share, no oversubscription
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert compute_threads(1) == max(1, os.cpu_count() or 1)
+    assert compute_threads(64) == 1

@@ -36,6 +36,16 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     tmp.replace(run_dir / "metrics.json")
 
 
+def compute_threads(local_world: int) -> int:
+    """Torch threads per process: ``OMP_NUM_THREADS`` when set (two runs sharing a machine each
+    take a share instead of oversubscribing the cores, which slows torch several-fold), else
+    the cores split among this machine's ranks."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (os.cpu_count() or 1) // local_world)
+
+
 def job_name(cfg: DictConfig) -> str:
     try:
         overrides = HydraConfig.get().overrides.task
@@ -107,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         pl.seed_everything(rc.seed, workers=True, verbose=False)
         distributed.prepare_models(rc)  # ranks > 1: rank 0 converts packaged models first
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.local_world))
+        torch.set_num_threads(compute_threads(dist.local_world))
         metrics["execution/isolation"] = isolation_info().get("level")
         task = build_task(rc.dataset.task, rc.task)
         train, test = load_problems(rc.dataset)
