@@ -492,8 +492,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
-    # seed of the teacher's sampled training data (EKT, KD, StanD samples, PERsD refinements,
-    # code_alpaca's test inputs); null: ``seed``.  Fix it in a seed sweep to let every seed share
+    # seed of the sampled training data of a fixed source -- the teacher (EKT, KD, StanD samples,
+    # PERsD refinements, code_alpaca's test inputs) and the untrained student's first round of
+    # expert iteration; null: ``seed``.  Fix it in a seed sweep to let every seed share
     # one teacher pass: the seeds then vary the student's own sampling, training and evaluation.
     teacher_seed: Optional[int] = None
     cache_dir: str = MISSING

@@ -99,7 +99,10 @@ class ExpertIteration(Method):
             backend = HFBackend(student, tok, batch_size=cfg.generation.batch_size, desc=f"round {r}")
         prompts = [ctx.task.render(p, tok, chat=cfg.student.chat, shots=shots) for p in problems]
         sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
-        comps, stats = generate(backend, [p.text for p in prompts], sampling, seed=cfg.seed + r - 1,
+        # the base student is a fixed source of data, as the teacher is: its samples take the data
+        # seed (``teacher_seed``, else ``seed``); a fine-tuned student's take the run's seed
+        seed = cfg.data_seed if student is None else cfg.seed + r - 1
+        comps, stats = generate(backend, [p.text for p in prompts], sampling, seed=seed,
                                 model_id=ident, cache_root=ctx.cache_dir)
         ctx.release("student")  # the inference copy of the base student is not needed for training
         judged = judge_completions(ctx.task, problems, prompts, comps, timeout_s=cfg.task.timeout_s,
