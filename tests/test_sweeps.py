@@ -303,3 +303,23 @@ def test_notebook_runs_on_a_real_sweep(sweep, tmp_path):
     assert f"{d}: 4 jobs, 4 ok" in text and "every job finished" in text and "WANDB_API_KEY not set" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot is shown
     assert (d / "report.png").exists()
+
+
+def test_a_job_finished_under_another_config_is_not_skipped(tmp_path):
+    from omegaconf import OmegaConf
+
+    from codistill.sweep import config_digest, finished
+
+    cfg = OmegaConf.create({"dataset": {"train_size": 16}, "seed": 0, "cache_dir": "/a",
+                            "hydra": {"run": {"dir": "x"}}})
+    digest = config_digest(cfg)
+    assert config_digest(OmegaConf.merge(cfg, {"cache_dir": "/b", "hydra": {"run": {"dir": "y"}}})) == digest
+    edited = config_digest(OmegaConf.merge(cfg, {"dataset": {"train_size": 12}}))  # an edited experiment file
+    assert edited != digest
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "ok", "config/digest": digest}))
+    assert finished(tmp_path, digest)["status"] == "ok"
+    assert finished(tmp_path, edited) is None
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "ok"}))  # written before digests existed
+    assert finished(tmp_path, edited) is not None
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed", "config/digest": digest}))
+    assert finished(tmp_path, digest) is None

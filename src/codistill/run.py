@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from codistill.config import ConfigError, register_configs, validate
-from codistill.sweep import failure_metrics, finished, hydra_sweep_dir, read_metrics
+from codistill.sweep import config_digest, failure_metrics, finished, hydra_sweep_dir, read_metrics
 
 log = logging.getLogger("codistill")
 register_configs()
@@ -98,7 +98,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     shared_dir, run_dir = run_dir, dist.artifact_dir(run_dir)
     metrics: dict = {"status": "running", "method": rc.method.name, "teacher": rc.teacher.name,
                      "student": rc.student.name, "dataset": rc.dataset.name, "seed": rc.seed,
-                     "experiment": rc.experiment_name, "run_dir": str(run_dir)}
+                     "experiment": rc.experiment_name, "run_dir": str(run_dir), "config/digest": config_digest(cfg)}
     write_metrics(run_dir, metrics)
     loggers: list = []
     try:
@@ -217,9 +217,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=True))
     in_sweep = hydra_sweep_dir() is not None
-    if in_sweep and (done := finished(run_dir)):
+    if in_sweep and (done := finished(run_dir, config_digest(cfg))):
         print(f"\nskipped ({run_dir}): finished before (status ok in metrics.json)\n", flush=True)
         return done.get("eval/pass@1")
+    if in_sweep and finished(run_dir):
+        print(f"\nrerun ({run_dir}): finished before under another config (config/digest differs)\n", flush=True)
     try:
         metrics = run(cfg, run_dir)
     except Exception as e:

@@ -5,8 +5,9 @@
   ``sweep-<hash of the command's overrides>`` (resolver ``codistill_sweep_id``).  The same
   command therefore lands in the same directory, and each job in the same subdirectory
   (``<job num>_<overrides>``, made filesystem-safe by ``codistill_job_dir``).
-* A job whose ``metrics.json`` says ``status: ok`` is skipped when the sweep is run again;
-  any other job runs again and resumes from the generation cache and ``checkpoints/last.ckpt``.
+* A job whose ``metrics.json`` says ``status: ok`` is skipped when the sweep is run again,
+  unless its config changed since (``config/digest``: an edited experiment file); any other
+  job runs again and resumes from the generation cache and ``checkpoints/last.ckpt``.
 * A failing job records ``status: failed`` and its error in its ``metrics.json`` and the sweep
   goes on; :class:`SweepSummary` (a Hydra callback) prints one line per job at the end and
   exits non-zero when any job failed.
@@ -96,10 +97,30 @@ def read_metrics(run_dir: Path) -> dict | None:
         return None
 
 
-def finished(run_dir: Path) -> dict | None:
-    """The job's metrics when it already finished (status ok), else None."""
+#: top-level keys that do not change a job's results (where files go, what is printed)
+_DIGEST_SKIP = ("hydra", "cache_dir", "print_config", "sweep_name")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A short hash of the job's resolved config (less paths and printing options): a job that
+    finished under another config -- an edited experiment file, the same command -- is rerun."""
+    data = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k not in _DIGEST_SKIP}
+    try:
+        data = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(data), resolve=True).items()}
+    except Exception:  # an interpolation into hydra's node: the unresolved text serves
+        pass
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished(run_dir: Path, digest: str | None = None) -> dict | None:
+    """The job's metrics when it already finished (status ok) under the same config (``digest``;
+    metrics written before digests were recorded count as the same), else None."""
     m = read_metrics(run_dir)
-    return m if m and m.get("status") == "ok" else None
+    if not m or m.get("status") != "ok":
+        return None
+    if digest and m.get("config/digest") not in (None, digest):
+        return None
+    return m
 
 
 def failure_metrics(cfg: DictConfig, run_dir: Path, exc: BaseException) -> dict:
