@@ -78,8 +78,8 @@ def format_table(df: pd.DataFrame) -> str:
     for c in pass_columns(show.columns):
         show[c] = show[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     show["time_s"] = show["time_s"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
-    for c in data_columns(show):
-        show[c] = show[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    for c in data_columns(show):  # "-": the method has no such figure (a blank would shift the columns)
+        show[c] = show[c].map(lambda v: "-" if pd.isna(v) else str(int(v)))
     show = show.fillna("")
     if not (show["error"] != "").any():
         show = show.drop(columns="error")
