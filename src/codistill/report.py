@@ -61,6 +61,8 @@ def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
         row["status"] = m.get("status")
         row["error"] = m.get("error", "")
         rows.append(row)
+    # jobs in the sweep's own order (job numbers as numbers: 2_ before 10_), sweep by sweep
+    rows.sort(key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", r["job"])])
     df = pd.DataFrame(rows)
     data = [c for c in DATA_COLUMNS.values() if c == "data_kept" or df[c].notna().any()]
     cols = ["job", *ID_COLUMNS, *pass_columns(df.columns), *data, "time_s", "status", "error"]
