@@ -217,10 +217,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=True))
     in_sweep = hydra_sweep_dir() is not None
-    if in_sweep and (done := finished(run_dir, config_digest(cfg))):
+    done = finished(run_dir) if in_sweep else None
+    if done and finished(run_dir, config_digest(cfg), metrics=done):
         print(f"\nskipped ({run_dir}): finished before (status ok in metrics.json)\n", flush=True)
         return done.get("eval/pass@1")
-    if in_sweep and finished(run_dir):
+    if done:
         print(f"\nrerun ({run_dir}): finished before under another config (config/digest differs)\n", flush=True)
     try:
         metrics = run(cfg, run_dir)

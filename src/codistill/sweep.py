@@ -112,10 +112,11 @@ def config_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def finished(run_dir: Path, digest: str | None = None) -> dict | None:
+def finished(run_dir: Path, digest: str | None = None, *, metrics: dict | None = None) -> dict | None:
     """The job's metrics when it already finished (status ok) under the same config (``digest``;
-    metrics written before digests were recorded count as the same), else None."""
-    m = read_metrics(run_dir)
+    metrics written before digests were recorded count as the same), else None.  ``metrics``:
+    the job's metrics.json already read (not read again)."""
+    m = metrics if metrics is not None else read_metrics(run_dir)
     if not m or m.get("status") != "ok":
         return None
     if digest and m.get("config/digest") not in (None, digest):
