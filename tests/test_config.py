@@ -21,6 +21,7 @@ def test_defaults_validate(compose):
     ("eval.k=[1,10]", "eval.k"),
     ("dataset.test_seed=1", "dataset.train_seed"),
     ("task.prompt_style=cot", "task.prompt_style"),
+    ("task.code_style=diff", "task.code_style"),
     ("trainer.precision=bf17", "trainer.precision"),
 ])
 def test_bad_values_name_the_key(compose, override, key):

@@ -161,6 +161,7 @@ class TaskConfig:
     """How a problem becomes a prompt, and how a completion is checked."""
 
     prompt_style: str = "pal"  # gsm: pal | mathqa
+    code_style: str = "body"  # humaneval, chat models: body (continue the stub) | function (write it whole)
     num_shots: int = 4  # exemplars in the teacher's prompt (the student is trained zero-shot)
     exemplars_file: Optional[str] = None  # a YAML of your own exemplars (see codistill/tasks/prompts)
     abs_tol: float = 1e-4
@@ -170,6 +171,7 @@ class TaskConfig:
 
     def check(self, key: str) -> None:
         _choice(self.prompt_style, f"{key}.prompt_style", ("pal", "mathqa"))
+        _choice(self.code_style, f"{key}.code_style", ("body", "function"))
         _check(self.num_shots >= 0, f"{key}.num_shots", "must be >= 0")
         _check(self.abs_tol >= 0 and self.rel_tol >= 0, f"{key}.abs_tol", "tolerances must be >= 0")
         _check(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")

@@ -13,7 +13,7 @@ def build_task(task_name: str, task_cfg) -> Task:
     if task_name == "humaneval":
         from codistill.tasks.humaneval import HumanEvalTask
 
-        return HumanEvalTask()
+        return HumanEvalTask(task_cfg.code_style)
     if task_name == "mbpp":
         from codistill.tasks.mbpp import MBPPTask
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,9 @@ class Prompt:
     text: str
     prefix: str = ""
     fenced: bool = False  # the prompt opened a ```python fence that the completion closes
+    #: False: ``prefix`` is not in ``text`` -- the model writes a whole program that is appended to
+    #: it (HumanEval ``code_style=function``: the problem's imports and stub come before the answer)
+    prefix_shown: bool = True
 
 
 class Task(ABC):
@@ -57,6 +61,8 @@ class Task(ABC):
         """What the student learns to write after ``prompt.text`` (the program minus the
         prefix, and the closing fence); the trainer appends the end-of-sequence token."""
         body = program[len(prompt.prefix):] if program.startswith(prompt.prefix) else program
+        if not prompt.prefix_shown:
+            body = body.lstrip("\n")
         return body.rstrip() + ("\n```" if prompt.fenced else "")
 
     # ------------------------------------------------------------------ code tasks: feedback, refinement
@@ -76,17 +82,27 @@ class Task(ABC):
         prefix), so ``extract_program`` / ``target`` apply unchanged."""
         base = self.render(problem, tokenizer, chat=False, shots=0)
         if chat and getattr(tokenizer, "chat_template", None):
+            whole = self.refine_prompt_parts(problem, attempt)
+            shown = attempt if whole is None else whole[0]
             user = (f"{REFINE_TASK_HEADER}\n{self.describe(problem)}\n\n{REFINE_ATTEMPT_HEADER}\n"
-                    f"```python\n{attempt.rstrip()}\n```\n\n{REFINE_FEEDBACK_HEADER}\n{feedback.rstrip()}\n\n"
+                    f"```python\n{shown.rstrip()}\n```\n\n{REFINE_FEEDBACK_HEADER}\n{feedback.rstrip()}\n\n"
                     f"{REFINE_REQUEST}")
             messages = [{"role": "system", "content": REFINE_INSTRUCTION}, {"role": "user", "content": user}]
             head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            if whole is not None:  # the model writes the whole corrected program
+                return dataclasses.replace(whole[1], text=head + "```python\n")
             return Prompt(text=head + "```python\n" + base.prefix, prefix=base.prefix, fenced=True)
         comment = "\n".join("# " + line for line in feedback.rstrip().splitlines())
         text = (f"{attempt.rstrip()}\n\n# The code above is wrong. {REFINE_FEEDBACK_HEADER}\n{comment}\n"
                 f"# {REFINE_REQUEST}\n\n"
                 f"{base.text}")
         return Prompt(text=text, prefix=base.prefix, fenced=base.fenced)
+
+    def refine_prompt_parts(self, problem: Problem, attempt: str) -> tuple[str, Prompt] | None:
+        """For tasks whose chat answers are whole programs written after a hidden prefix: (the
+        attempt as shown to the model, a Prompt carrying that prefix).  None: the refinement's
+        answer continues ``render``'s prefix, and the attempt is shown as it is."""
+        return None
 
     def answer_feedback(self, problem: Problem, result: Any) -> str | None:
         """Training-time feedback made from the checking run alone, for tasks whose only test is
