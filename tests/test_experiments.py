@@ -114,3 +114,28 @@ def test_evaluation_on_another_dataset(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "eval_samples.jsonl").read_text().splitlines()]
     assert [r["problem_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"]
     assert all(s["status"] in ("passed", "failed", "error", "timeout", "killed") for r in rows for s in r["samples"])
+
+
+@pytest.mark.slow
+def test_repro_ekt_offline_takes_gsm8k_from_local_files(tmp_path):
+    """The EKT reproduction's config with `dataset=gsm8k` and GSM8K-format JSONL files (what a user
+    with the real GSM8K does): the problems come from the files, the rest of the config stays."""
+    rows = [("Tom has 3 apples and buys 4 more. How many apples does he have?", 7),
+            ("A box holds 6 eggs. How many eggs are in 5 boxes?", 30),
+            ("Sara had 20 dollars and spent 8. How many dollars are left?", 12)]
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"question": q, "answer": f"So {a}.\n#### {a}"}) + "\n" for q, a in rows))
+    run_dir = tmp_path / "run"
+    p = run_cli(["experiment=repro_ekt_offline", "method=ekt", *TINY, "dataset=gsm8k",
+                 f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
+                 "dataset.train_size=2", "dataset.test_size=2", "eval.n_samples=2", "eval.k=[1,2]",
+                 f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "ok", m.get("error")
+    assert (m["dataset"], m["experiment"], m["data/n_test_problems"]) == ("gsm8k", "repro_ekt_offline", 2)
+    assert "eval/pass@2" in m
+    gens = [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
+    assert {g["problem_id"] for g in gens} <= {"gsm8k/train/1", "gsm8k/train/2", "gsm8k/train/3"}
+    assert "def solution():" in gens[0]["program"]  # the reproduction's PAL prompt
