@@ -1,3 +1,4 @@
+import warnings
 
 import pytest
 
@@ -24,7 +25,11 @@ def test_shared_prefill_matches_plain_generation(tiny):
     model, tok = tiny
     s = SamplingConfig(n=1, temperature=0.0, max_new_tokens=12)
     s.n = 3  # greedy with n>1: every sample must equal the single greedy continuation
-    shared = HFBackend(model, tok, batch_size=9, share_prefill=True).generate(PROMPTS, s, seed=0)
+    backend = HFBackend(model, tok, batch_size=9, share_prefill=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated cache argument
+        shared = backend.generate(PROMPTS, s, seed=0)
+    assert backend.share_prefill  # the shared path ran (it falls back to plain on an error)
     plain = HFBackend(model, tok, batch_size=9, share_prefill=False).generate(PROMPTS, s, seed=0)
     alone = [HFBackend(model, tok, batch_size=1).generate([p], SamplingConfig(n=1, max_new_tokens=12), seed=0)[0][0]
              for p in PROMPTS]

@@ -21,6 +21,8 @@ sequence needs, on CPU 16 (larger batches stop paying on a few cores).
 
 from __future__ import annotations
 
+import inspect
+
 import logging
 import time
 from typing import Callable
@@ -234,12 +236,12 @@ class HFBackend:
 
                 cache = DynamicCache()
                 pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+                kw = {_cache_kwarg(self.model): cache}
                 self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                           past_key_values=cache, use_cache=True)
+                           use_cache=True, **kw)
                 cache.batch_repeat_interleave(n)
                 gen = self.model.generate(input_ids=ids.repeat_interleave(n, 0),
-                                          attention_mask=mask.repeat_interleave(n, 0),
-                                          past_key_values=cache, **kwargs)
+                                          attention_mask=mask.repeat_interleave(n, 0), **kw, **kwargs)
                 return gen[:, width:]
             except Exception as e:  # a model whose cache does not support this
                 log.warning("shared prefill unavailable (%s: %s); prefilling every sample", type(e).__name__, e)
@@ -247,3 +249,12 @@ class HFBackend:
         gen = self.model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
                                   **kwargs)
         return gen[:, width:]
+
+
+def _cache_kwarg(model) -> str:
+    """The name a model takes its KV cache under: transformers 5.x renamed ``past_key_values``
+    to ``cache`` (the old name warns on every call); older versions know only the old one."""
+    try:
+        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    except (TypeError, ValueError):
+        return "past_key_values"
