@@ -47,6 +47,19 @@ def test_check_fits_fails_with_the_numbers():
     assert "train.batch_size" in msg and "x 2 processes" in msg and "optimizer" in msg
 
 
+def test_check_fits_does_not_count_loaded_weights_twice():
+    """On CPU the loaded model is already out of the available RAM: only the rest must fit."""
+    est = estimate_training_memory(n_params=5 * 10 ** 8, n_trainable=5 * 10 ** 8, weight_bytes=4, n_layers=24,
+                                   hidden=896, vocab=151_936, batch=2, seq_len=384, half_activations=False)
+    room = est.total - est.weights + GIB // 10
+    check_fits(est, room, "available RAM", resident=est.weights)
+    with pytest.raises(InsufficientMemoryError, match="already loaded") as e:
+        check_fits(est, room - GIB // 5, "available RAM", resident=est.weights)
+    assert f"{(est.total - est.weights) / GIB:.2f} GiB more" in str(e.value)
+    with pytest.raises(InsufficientMemoryError):
+        check_fits(est, room, "available RAM")  # counted twice, it would not fit
+
+
 # --------------------------------------------------------------------------- speed figures
 def test_flops_and_mfu():
     assert flops_per_token(1_000, 2, 8, 16) == 6_000 + 12 * 2 * 8 * 16

@@ -117,7 +117,9 @@ def memory_preflight(model, cfg, *, extra_bytes: int = 0, processes: int = 1) ->
     avail, what = available_memory(device)
     log.info("training memory estimate: %s per process; %.2f GiB of %s", est.describe(), avail / 2 ** 30, what)
     if cfg.train.memory_check:
-        check_fits(est, avail, what, processes=processes if device.type == "cpu" else 1)
+        # CPU: the loaded weights (student, online teacher) are already out of the available RAM
+        resident = est.weights * shards + est.extra if device.type == "cpu" else 0
+        check_fits(est, avail, what, processes=processes if device.type == "cpu" else 1, resident=resident)
     return {"train/memory_estimate_gib": round(est.total / 2 ** 30, 3)}
 
 

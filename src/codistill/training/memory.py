@@ -98,13 +98,19 @@ class InsufficientMemoryError(RuntimeError):
     """The estimate says training cannot fit; the message carries the numbers."""
 
 
-def check_fits(est: MemoryEstimate, available: int, what: str, *, processes: int = 1) -> None:
-    """Raise :class:`InsufficientMemoryError` when ``processes`` times the estimate exceed ``available``."""
-    need = est.total * processes
+def check_fits(est: MemoryEstimate, available: int, what: str, *, processes: int = 1,
+               resident: int = 0) -> None:
+    """Raise :class:`InsufficientMemoryError` when ``processes`` times the estimate exceed ``available``.
+
+    ``resident``: bytes of the estimate this process already holds (on CPU the loaded student and
+    an online teacher are resident when the check runs, so ``available`` no longer includes them:
+    counting them again failed a 0.5B student that had room)."""
+    need = est.total * processes - resident
     if need > available:
         per = f" x {processes} processes" if processes > 1 else ""
+        held = f", {resident / GIB:.2f} GiB of it already loaded" if resident else ""
         raise InsufficientMemoryError(
-            f"training needs about {need / GIB:.2f} GiB ({est.describe()}{per}) but only "
+            f"training needs about {need / GIB:.2f} GiB more ({est.describe()}{per}{held}) but only "
             f"{available / GIB:.2f} GiB of {what} is there; lower train.batch_size / train.max_seq_len, "
             f"set train.gradient_checkpointing=true or student.lora.enabled=true, or use more devices "
             f"(train.memory_check=false skips this check)")
