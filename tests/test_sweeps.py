@@ -310,10 +310,13 @@ def test_a_job_finished_under_another_config_is_not_skipped(tmp_path):
 
     from codistill.sweep import config_digest, finished
 
-    cfg = OmegaConf.create({"dataset": {"train_size": 16}, "seed": 0, "cache_dir": "/a",
+    cfg = OmegaConf.create({"dataset": {"train_size": 16}, "seed": 0, "cache_dir": "/a", "train": {"memory_check": True},
                             "hydra": {"run": {"dir": "x"}}})
     digest = config_digest(cfg)
     assert config_digest(OmegaConf.merge(cfg, {"cache_dir": "/b", "hydra": {"run": {"dir": "y"}}})) == digest
+    # the memory gate decides whether a job may start, not what it computes
+    assert config_digest(OmegaConf.merge(cfg, {"train": {"memory_check": False}})) == digest
+    assert config_digest(OmegaConf.merge(cfg, {"train": {"lr": 0.5}})) != digest
     edited = config_digest(OmegaConf.merge(cfg, {"dataset": {"train_size": 12}}))  # an edited experiment file
     assert edited != digest
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "ok", "config/digest": digest}))

@@ -99,6 +99,8 @@ def read_metrics(run_dir: Path) -> dict | None:
 
 #: top-level keys that do not change a job's results (where files go, what is printed)
 _DIGEST_SKIP = ("hydra", "cache_dir", "print_config", "sweep_name")
+#: nested keys that do not either: a gate that only decides whether a job may start
+_DIGEST_SKIP_NESTED = (("train", "memory_check"),)
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -109,6 +111,9 @@ def config_digest(cfg: DictConfig) -> str:
         data = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(data), resolve=True).items()}
     except Exception:  # an interpolation into hydra's node: the unresolved text serves
         pass
+    for parent, key in _DIGEST_SKIP_NESTED:
+        if isinstance(data.get(parent), dict):
+            data[parent] = {k: v for k, v in data[parent].items() if k != key}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
