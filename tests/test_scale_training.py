@@ -99,6 +99,8 @@ def test_lora_trains_only_the_adapters_and_saves_merged_weights(compose, tmp_pat
     assert m["train/steps"] >= 2 and m["train/rows"] < len(PAIRS)  # packed
     assert m["train/trainable_params"] == sum(before[k].numel() for k in trainable)
     assert m["train/tokens_per_s"] > 0 and 0 < m["train/mfu"] < 1 and m["train/memory_estimate_gib"] > 0
+    # the training state is released before evaluation: no gradients left on the trained model
+    assert all(p.grad is None for p in model.parameters())
     after = dict(model.named_parameters())
     changed = {k for k in before if not torch.equal(before[k], after[k].detach())}
     assert changed and changed <= trainable  # the base weights did not move
