@@ -22,7 +22,6 @@ sequence needs, on CPU 16 (larger batches stop paying on a few cores).
 from __future__ import annotations
 
 import inspect
-
 import logging
 import time
 from typing import Callable

@@ -186,7 +186,7 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
     return result
 
 
-def release_memory(model=None) -> None:
+def release_memory(model) -> None:
     """Give the training state (optimizer moments, gradients, activations' arenas) back before
     evaluation: Lightning's trainer/module reference cycles hold it until a collection, and
     glibc keeps freed heap pages unless trimmed -- a 0.5B student's evaluation otherwise kept the
@@ -197,7 +197,7 @@ def release_memory(model=None) -> None:
     try:
         import torch
 
-        for p in (model.parameters() if model is not None else ()):
+        for p in model.parameters():
             p.grad = None  # the last step's gradients: as large as the trainable weights
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
