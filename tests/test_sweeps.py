@@ -94,12 +94,13 @@ def test_summary_names_failed_jobs_and_the_callback_exits_nonzero(tmp_path, caps
     _write_job(tmp_path / "0_seed=0", status="ok", **{"eval/pass@1": 0.25})
     _write_job(tmp_path / "1_seed=1", status="failed", error="OSError: no such model")
     _write_job(tmp_path / "2_seed=2", status="running")  # killed: never finished
+    _write_job(tmp_path / "10_seed=10", status="ok")
     (tmp_path / "0_seed=0" / "wandb" / "x").mkdir(parents=True)
     (tmp_path / "0_seed=0" / "wandb" / "x" / "metrics.json").write_text("{}")  # not a job
     jobs_ = job_metrics(tmp_path)
-    assert [d.name for d, _ in jobs_] == ["0_seed=0", "1_seed=1", "2_seed=2"]
+    assert [d.name for d, _ in jobs_] == ["0_seed=0", "1_seed=1", "2_seed=2", "10_seed=10"]  # numeric order
     text, bad = summarize(tmp_path, jobs_)
-    assert text.splitlines()[0] == f"sweep {tmp_path}: 1/3 jobs ok, 2 not ok"
+    assert text.splitlines()[0] == f"sweep {tmp_path}: 2/4 jobs ok, 2 not ok"
     assert "[ok] 0_seed=0  pass@1=0.250" in text
     assert f"[failed] 1_seed=1  error: OSError: no such model  ({tmp_path / '1_seed=1' / 'metrics.json'})" in text
     assert "[running] 2_seed=2  error: did not finish" in text
@@ -107,11 +108,11 @@ def test_summary_names_failed_jobs_and_the_callback_exits_nonzero(tmp_path, caps
     cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     with pytest.raises(SystemExit) as e:
         SweepSummary().on_multirun_end(cfg)
-    assert e.value.code == 1 and "1/3 jobs ok" in capsys.readouterr().out
+    assert e.value.code == 1 and "2/4 jobs ok" in capsys.readouterr().out
     (tmp_path / "1_seed=1" / "metrics.json").write_text(json.dumps({"status": "ok"}))
     (tmp_path / "2_seed=2" / "metrics.json").write_text(json.dumps({"status": "ok"}))
     SweepSummary().on_multirun_end(cfg)  # every job ok: no exit
-    assert "3/3 jobs ok" in capsys.readouterr().out
+    assert "4/4 jobs ok" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- the sweep directory

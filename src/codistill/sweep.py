@@ -143,12 +143,16 @@ def failure_metrics(cfg: DictConfig, run_dir: Path, exc: BaseException) -> dict:
 def job_metrics(sweep_dir: Path) -> list[tuple[Path, dict]]:
     """(job dir, metrics) for every job under ``sweep_dir`` that wrote a metrics.json."""
     out = []
-    for f in sorted(Path(sweep_dir).rglob("metrics.json")):
+    for f in sorted(Path(sweep_dir).rglob("metrics.json"), key=_natural):  # job 2 before job 10
         if "wandb" in f.relative_to(sweep_dir).parts:
             continue
         m = read_metrics(f.parent)
         out.append((f.parent, m if m is not None else {"status": "unreadable", "error": "metrics.json unreadable"}))
     return out
+
+
+def _natural(path: Path) -> list:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path))]
 
 
 def summarize(sweep_dir: Path, jobs: list[tuple[Path, dict]]) -> tuple[str, list[Path]]:
