@@ -3,8 +3,7 @@ import warnings
 import pytest
 
 from codistill.config import ModelConfig, SamplingConfig, TinyConfig
-from codistill.generation import generate
-from codistill.generation.cache import GenerationCache
+from codistill.generation import generate, open_cache
 from codistill.generation.hf import HFBackend
 
 
@@ -46,13 +45,27 @@ def test_sampling_gives_n_completions_per_prompt_in_order(tiny):
     assert len({c for o in out for c in o}) > 3  # sampled, not copies
 
 
+def test_sampling_does_not_depend_on_what_came_before(tiny):
+    """A pass resumed from the cache generates only the prompts left; it must draw the samples an
+    uninterrupted pass would have (batch seeds follow the prompts, not the batch's position)."""
+    model, tok = tiny
+    s = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=10)
+    prompts = ["def add(a, b):\n    return a", "def sub(a, b):", "x = 1", "y"]  # longest first: 2 batches of 2
+    backend = HFBackend(model, tok, batch_size=4)
+    full = backend.generate(prompts, s, seed=5)
+    rest = backend.generate(prompts[2:], s, seed=5)  # the first batch came from the cache
+    assert rest == full[2:]
+    assert backend.generate(prompts[2:], s, seed=6) != rest  # and the seed still matters
+
+
 def test_cache_reuses_and_skips_torn_lines(tiny, tmp_path):
     model, tok = tiny
     s = SamplingConfig(n=2, temperature=1.0, max_new_tokens=5)
     backend = HFBackend(model, tok, batch_size=2)
     first, st1 = generate(backend, PROMPTS, s, seed=0, model_id="tiny-x", cache_root=tmp_path)
     assert st1["generated_prompts"] == 3 and st1["cached_prompts"] == 0
-    cache = GenerationCache(tmp_path, "tiny-x", {k: v for k, v in vars(s).items() if k != "n"}, 0)
+    cache = open_cache(tmp_path, "tiny-x", s, 0)
+    assert cache.path.exists()
     with cache.path.open("a") as f:
         f.write('{"k": "torn line from a kill')
     again, st2 = generate(backend, PROMPTS, s, seed=0, model_id="tiny-x", cache_root=tmp_path)

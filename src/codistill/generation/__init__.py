@@ -24,10 +24,24 @@ from codistill.generation.cache import GenerationCache, digest
 log = logging.getLogger(__name__)
 
 
+# How sampled batches are seeded (hf: :func:`codistill.generation.hf.batch_seed`, from the run's
+# seed and the batch's prompts).  Part of the cache key of sampled generations, so a cache written
+# under the former per-batch-index seeding is not resumed into; greedy entries do not depend on it.
+RNG_SCHEME = "batch-prompts"
+
+
 def sampling_key(sampling) -> dict:
     d = dataclasses.asdict(sampling) if dataclasses.is_dataclass(sampling) else dict(sampling)
     d.pop("n", None)  # a line stores its own completions; n is checked per prompt
     return d
+
+
+def open_cache(cache_root: str | Path, model_id: str, sampling, seed: int) -> GenerationCache:
+    """The cache file holding ``model_id``'s generations under ``sampling`` and ``seed``."""
+    sampled = sampling.temperature > 0
+    # greedy decoding does not depend on the seed: one cache entry serves every seed of a sweep
+    return GenerationCache(cache_root, model_id, sampling_key(sampling), seed if sampled else 0,
+                           RNG_SCHEME if sampled else None)
 
 
 def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str | None,
@@ -38,10 +52,7 @@ def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str 
     tokens generated, tokens/s.  ``model_id=None`` or ``cache_root=None`` disables the cache.
     """
     n = sampling.n
-    # greedy decoding does not depend on the seed: one cache entry serves every seed of a sweep
-    cache_seed = seed if sampling.temperature > 0 else 0
-    cache = GenerationCache(cache_root, model_id, sampling_key(sampling), cache_seed) \
-        if model_id and cache_root else None
+    cache = open_cache(cache_root, model_id, sampling, seed) if model_id and cache_root else None
     found = cache.load() if cache else {}
     results: dict[str, list[str]] = {}
     todo: list[str] = []

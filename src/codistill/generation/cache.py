@@ -26,13 +26,16 @@ def digest(obj: object) -> str:
 
 
 class GenerationCache:
-    def __init__(self, root: str | Path, model_id: str, sampling: dict, seed: int) -> None:
-        self.key = digest({"model": model_id, "sampling": sampling, "seed": seed})
+    def __init__(self, root: str | Path, model_id: str, sampling: dict, seed: int, rng: str | None = None) -> None:
+        ident = {"model": model_id, "sampling": sampling, "seed": seed}
+        if rng is not None:  # how sampled batches are seeded: files of another scheme are not mixed in
+            ident["rng"] = rng
+        self.key = digest(ident)
         self.dir = Path(root).expanduser() / "generations"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / f"{self.key[:32]}.jsonl"
         self.lock = FileLock(str(self.path) + ".lock")
-        self.meta = {"model": model_id, "sampling": sampling, "seed": seed}
+        self.meta = ident
         meta_path = self.dir / f"{self.key[:32]}.meta.json"
         if not meta_path.exists():
             meta_path.write_text(json.dumps(self.meta, indent=1))

@@ -30,6 +30,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from codistill.generation.cache import digest
+
 log = logging.getLogger(__name__)
 
 CPU_AUTO_BATCH = 16
@@ -197,11 +199,11 @@ class HFBackend:
         tokens = 0
         t0 = time.perf_counter()
         bar = tqdm(total=len(prompts) * n, desc=self.desc, unit="sample", leave=False, dynamic_ncols=True)
-        for b, start in enumerate(range(0, len(order), per_batch)):
+        for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
             enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
                            add_special_tokens=False).to(device)
-            torch.manual_seed(seed * 1_000_003 + b)
+            torch.manual_seed(batch_seed(seed, [prompts[i] for i in idx]))
             new = self._generate_batch(enc.input_ids, enc.attention_mask, n, kwargs)
             finished = []
             for row in range(new.shape[0]):
@@ -248,6 +250,13 @@ class HFBackend:
         gen = self.model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
                                   **kwargs)
         return gen[:, width:]
+
+
+def batch_seed(seed: int, prompts: list[str]) -> int:
+    """The RNG seed of one generation batch: a function of the run's seed and the batch's prompts,
+    not of the batch's position.  A pass resumed from the generation cache (which stores whole
+    batches) forms the same later batches and so draws the same samples as an uninterrupted one."""
+    return int(digest({"seed": seed, "prompts": prompts})[:15], 16)
 
 
 def _cache_kwarg(model) -> str:
