@@ -125,9 +125,28 @@ def test_training_that_cannot_fit_fails_before_the_first_step(compose, tmp_path)
     rc = validate(compose("experiment=smoke", "train.batch_size=1000000", "train.max_seq_len=4096"))
     tok = load_tokenizer(rc.student, rc.cache_dir)
     model = load_model(rc.student, rc.cache_dir, for_training=True)
+    long_pairs = [{"prompt": "Question: add them.\n", "completion": "x = 1\n" * 2000}]  # a 4096-token row
     with pytest.raises(InsufficientMemoryError, match=r"training needs about [\d.]+ GiB .* available RAM"):
-        train_student(model, tok, PAIRS, rc, tmp_path, [])
+        train_student(model, tok, long_pairs, rc, tmp_path, [])
     assert not (tmp_path / "checkpoints").exists()  # nothing ran
+
+
+def test_memory_estimate_is_sized_by_the_longest_row_not_max_seq_len(compose):
+    """Batches are padded to their longest row: short examples under a long train.max_seq_len
+    must not be estimated (and refused) as if every row were max_seq_len long."""
+    from codistill.models import load_model, load_tokenizer
+    from codistill.training import memory_preflight
+    from codistill.training.data import PairDataModule
+
+    rc = validate(compose("experiment=smoke", "train.max_seq_len=4096", "train.batch_size=8"))
+    tok = load_tokenizer(rc.student, rc.cache_dir)
+    model = load_model(rc.student, rc.cache_dir, for_training=True)
+    dm = PairDataModule(PAIRS, tok, batch_size=8, max_len=4096, mask_prompt=True)
+    assert 0 < dm.longest < 100
+    short = memory_preflight(model, rc, seq_len=dm.longest)
+    full = memory_preflight(model, rc)
+    assert short["train/memory_estimate_seq_len"] == dm.longest and full["train/memory_estimate_seq_len"] == 4096
+    assert short["train/memory_estimate_gib"] < full["train/memory_estimate_gib"] / 10
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU error path")

@@ -93,11 +93,12 @@ def prepare_model(model, cfg) -> None:
         model.compile()  # in place: parameter names (and checkpoints) unchanged
 
 
-def memory_preflight(model, cfg, *, extra_bytes: int = 0, processes: int = 1) -> dict:
+def memory_preflight(model, cfg, *, seq_len: int | None = None, extra_bytes: int = 0, processes: int = 1) -> dict:
     """Estimate training memory, log it, and raise InsufficientMemoryError when it cannot fit.
 
-    ``extra_bytes``: other resident memory (an online KD teacher); ``processes``: ranks
-    sharing this machine's RAM (CPU DDP)."""
+    ``seq_len``: the longest row the batches will hold (batches are padded to their longest
+    row), default ``train.max_seq_len``; ``extra_bytes``: other resident memory (an online KD
+    teacher); ``processes``: ranks sharing this machine's RAM (CPU DDP)."""
     import torch
 
     from codistill.training.memory import available_memory
@@ -108,19 +109,21 @@ def memory_preflight(model, cfg, *, extra_bytes: int = 0, processes: int = 1) ->
         from codistill import distributed
 
         shards = distributed.world_size()
-    est = estimate_for_model(model, batch=cfg.train.batch_size, seq_len=cfg.train.max_seq_len,
+    seq_len = min(seq_len or cfg.train.max_seq_len, cfg.train.max_seq_len)
+    est = estimate_for_model(model, batch=cfg.train.batch_size, seq_len=seq_len,
                              half_activations=precision.startswith(("bf16", "16")),
                              gradient_checkpointing=cfg.train.gradient_checkpointing, shards=shards,
                              extra_bytes=extra_bytes)
     device = torch.device("cuda", torch.cuda.current_device()) if _uses_cuda(cfg.trainer.accelerator) \
         else torch.device("cpu")
     avail, what = available_memory(device)
-    log.info("training memory estimate: %s per process; %.2f GiB of %s", est.describe(), avail / 2 ** 30, what)
+    log.info("training memory estimate (batch %d x %d tokens): %s per process; %.2f GiB of %s",
+             cfg.train.batch_size, seq_len, est.describe(), avail / 2 ** 30, what)
     if cfg.train.memory_check:
         # CPU: the loaded weights (student, online teacher) are already out of the available RAM
         resident = est.weights * shards + est.extra if device.type == "cpu" else 0
         check_fits(est, avail, what, processes=processes if device.type == "cpu" else 1, resident=resident)
-    return {"train/memory_estimate_gib": round(est.total / 2 ** 30, 3)}
+    return {"train/memory_estimate_gib": round(est.total / 2 ** 30, 3), "train/memory_estimate_seq_len": seq_len}
 
 
 def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list, *, kd=None,
@@ -140,11 +143,13 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
 
     if kd is not None and kd.teacher is not None:
         extra_memory_bytes += sum(p.numel() * p.element_size() for p in kd.teacher.parameters())
-    figures = memory_preflight(model, cfg, extra_bytes=extra_memory_bytes, processes=distributed.local_world_size())
-    prepare_model(model, cfg)
     dm = PairDataModule(pairs, tokenizer, batch_size=cfg.train.batch_size, max_len=cfg.train.max_seq_len,
                         mask_prompt=cfg.train.mask_prompt, seed=cfg.seed, num_workers=cfg.train.num_workers,
                         packing=cfg.train.packing and kd is None)
+    # sized for the longest row the data has, not train.max_seq_len: short examples need far less
+    figures = memory_preflight(model, cfg, seq_len=dm.longest, extra_bytes=extra_memory_bytes,
+                               processes=distributed.local_world_size())
+    prepare_model(model, cfg)
     device = torch.device("cuda", torch.cuda.current_device()) if _uses_cuda(cfg.trainer.accelerator) \
         else torch.device("cpu")
     peak, peak_src = device_peak_flops(device, cfg.train.peak_flops)

@@ -135,6 +135,11 @@ class PairDataModule(pl.LightningDataModule):
     def n_tokens(self) -> int:
         return sum(len(x["input_ids"]) for x in self.items)
 
+    @property
+    def longest(self) -> int:
+        """Tokens in the longest row (a batch is padded to its longest row)."""
+        return max((len(x["input_ids"]) for x in self.items), default=1)
+
     def train_dataloader(self) -> DataLoader:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         return DataLoader(PairDataset(self.items), batch_size=self.batch_size, shuffle=True,
