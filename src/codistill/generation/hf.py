@@ -201,9 +201,9 @@ class HFBackend:
         bar = tqdm(total=len(prompts) * n, desc=self.desc, unit="sample", leave=False, dynamic_ncols=True)
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
-            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                           add_special_tokens=False).to(device)
-            torch.manual_seed(batch_seed(seed, [prompts[i] for i in idx]))
+            batch = [prompts[i] for i in idx]
+            enc = self.tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            torch.manual_seed(batch_seed(seed, batch))
             new = self._generate_batch(enc.input_ids, enc.attention_mask, n, kwargs)
             finished = []
             for row in range(new.shape[0]):

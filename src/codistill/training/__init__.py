@@ -79,6 +79,14 @@ def _uses_cuda(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
 
 
+def _train_device(cfg):
+    """The device this process trains on: its CUDA device when the accelerator uses one, else the CPU."""
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device()) if _uses_cuda(cfg.trainer.accelerator) \
+        else torch.device("cpu")
+
+
 def prepare_model(model, cfg) -> None:
     """The speed switches that act on the model itself (in place)."""
     import torch
@@ -99,8 +107,6 @@ def memory_preflight(model, cfg, *, seq_len: int | None = None, extra_bytes: int
     ``seq_len``: the longest row the batches will hold (batches are padded to their longest
     row), default ``train.max_seq_len``; ``extra_bytes``: other resident memory (an online KD
     teacher); ``processes``: ranks sharing this machine's RAM (CPU DDP)."""
-    import torch
-
     from codistill.training.memory import available_memory
 
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
@@ -114,8 +120,7 @@ def memory_preflight(model, cfg, *, seq_len: int | None = None, extra_bytes: int
                              half_activations=precision.startswith(("bf16", "16")),
                              gradient_checkpointing=cfg.train.gradient_checkpointing, shards=shards,
                              extra_bytes=extra_bytes)
-    device = torch.device("cuda", torch.cuda.current_device()) if _uses_cuda(cfg.trainer.accelerator) \
-        else torch.device("cpu")
+    device = _train_device(cfg)
     avail, what = available_memory(device)
     log.info("training memory estimate (batch %d x %d tokens): %s per process; %.2f GiB of %s",
              cfg.train.batch_size, seq_len, est.describe(), avail / 2 ** 30, what)
@@ -136,8 +141,6 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
 
     ``extra_memory_bytes`` feeds the memory estimate (e.g. a teacher kept for online KD);
     ``callbacks`` are extra Lightning callbacks (the training benchmark times steps with one)."""
-    import torch
-
     from codistill import distributed
     from codistill.training.speed import device_peak_flops, model_flops_per_token
 
@@ -150,8 +153,7 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
     figures = memory_preflight(model, cfg, seq_len=dm.longest, extra_bytes=extra_memory_bytes,
                                processes=distributed.local_world_size())
     prepare_model(model, cfg)
-    device = torch.device("cuda", torch.cuda.current_device()) if _uses_cuda(cfg.trainer.accelerator) \
-        else torch.device("cpu")
+    device = _train_device(cfg)
     peak, peak_src = device_peak_flops(device, cfg.train.peak_flops)
     fpt = model_flops_per_token(model, cfg.train.max_seq_len if cfg.train.packing else
                                 max(1, dm.n_tokens // max(len(dm.items), 1)))
