@@ -126,6 +126,10 @@ class DatasetConfig:
     test_size: Optional[int] = None
     train_seed: int = 1
     test_seed: int = 2
+    # gsm_symbolic: train and test come from disjoint sets of reasoning-gym's templates, split by
+    # this seed; the test side gets this fraction of the templates
+    template_seed: int = 0
+    test_template_fraction: float = 0.3
     shuffle_seed: Optional[int] = None  # shuffle before taking *_size problems (None: keep file order)
     # code datasets: MBPP's split of each side (by task_id; null: the whole file), and the
     # teacher-made unit tests of code_alpaca (problems left with < min_tests are dropped)
@@ -143,6 +147,8 @@ class DatasetConfig:
         if self.name == "gsm_symbolic":
             _check(self.train_seed != self.test_seed, f"{key}.train_seed",
                    "train and test seeds must differ so the splits are disjoint")
+            _check(0.0 < self.test_template_fraction < 1.0, f"{key}.test_template_fraction",
+                   f"must be in (0, 1) (both sides need templates), got {self.test_template_fraction}")
         for k in ("train_split", "test_split"):
             v = getattr(self, k)
             _check(v is None or v in ("train", "test", "validation", "prompt"), f"{key}.{k}",

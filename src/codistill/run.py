@@ -141,6 +141,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             metrics["data/split"] = describe_split(train if rc.eval_dataset is None else [], test)
             if len(test) != 164:
                 log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
+        elif rc.eval_dataset is None and rc.dataset.name == "gsm_symbolic":
+            from codistill.datasets.gsm_symbolic import split_counts
+
+            metrics.update(split_counts(rc.dataset, train, test))
         method = build_method(rc)
         method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
 
