@@ -49,7 +49,7 @@ def test_only_attempts_failing_visible_tests_are_refined_with_visible_feedback()
     assert "# Failed test: assert truncate_number(3.5) == 0.5" in prompt
     assert "1.33" not in prompt and "123.456" not in prompt  # the hidden tests stay hidden
     assert prompt.startswith(problems[1].meta["prompt"] + "    return number")
-    ev = SimpleNamespace(k=[1], greedy=True)
+    ev = SimpleNamespace(k=[1], greedy=True, n_samples=0)
     figures = [pass_metrics(js, "greedy", 1, ev, prefix="")["pass@1"] for js in [judged] + [s.judged for s in steps]]
     assert figures == [1 / 3, 2 / 3, 2 / 3]
 

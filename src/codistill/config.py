@@ -446,8 +446,8 @@ class EvalConfig:
     enabled: bool = True
     baseline: bool = False  # also evaluate the untrained student first (eval_base/*)
     max_problems: Optional[int] = None
-    greedy: bool = True  # a greedy sample gives pass@1
-    n_samples: int = 0  # extra sampled completions per problem for pass@k (0 = none)
+    greedy: bool = True  # a greedy sample per problem gives eval/pass@1_greedy
+    n_samples: int = 0  # sampled completions per problem for eval/pass@k, every k <= n_samples (0 = none)
     k: list[int] = field(default_factory=lambda: [1])
     temperature: float = 0.8
     top_p: float = 0.95
@@ -460,8 +460,11 @@ class EvalConfig:
         _check(self.n_samples >= 0, f"{key}.n_samples", "must be >= 0")
         for k in self.k:
             _check(k >= 1, f"{key}.k", f"every k must be >= 1, got {k}")
+            # pass@k comes from the n sampled completions only (never mixed with the greedy one);
+            # pass@1 alone may come from the greedy completion when no samples are drawn
             _check(k == 1 or k <= self.n_samples, f"{key}.k",
-                   f"pass@{k} needs n_samples >= {k}, got n_samples={self.n_samples}")
+                   f"pass@{k} needs {key}.n_samples >= {k} sampled completions per problem "
+                   f"(k > n has no unbiased estimate), got {key}.n_samples={self.n_samples}")
         _check(self.temperature > 0, f"{key}.temperature", "must be > 0 (greedy is eval.greedy)")
         _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
 

@@ -63,8 +63,10 @@ def results_table(metrics: dict) -> str:
         rows.append(("split", metrics["data/split"]))
     if "eval_base/pass@1" in metrics:
         rows.append(("base student pass@1", f"{metrics['eval_base/pass@1']:.3f}"))
-    for k in sorted(k for k in metrics if k.startswith("eval/pass@") and k != "eval/pass@1_greedy"):
-        rows.append((f"trained student {k[5:]}" if metrics.get("method") != "none" else f"student {k[5:]}",
+    for k in sorted(k for k in metrics if k.startswith("eval/pass@") and isinstance(metrics[k], float)):
+        name = k[5:] + (f" ({metrics['eval/pass@1_source']})" if k == "eval/pass@1" and "eval/pass@1_source" in metrics
+                        else "")
+        rows.append((f"trained student {name}" if metrics.get("method") != "none" else f"student {name}",
                      f"{metrics[k]:.3f}"))
     for k in sorted(k for k in metrics if k.startswith("eval/step") and k.endswith("/pass@1")):
         rows.append((f"refinement {k[5:]}", f"{metrics[k]:.3f}"))
