@@ -503,6 +503,7 @@ class RunConfig:
     experiment_name: str = "default"
     print_config: bool = False
     sweep_name: Optional[str] = None  # multirun/<experiment_name>/<sweep_name> (null: a hash of the overrides)
+    sweep_lock: str = "wait"  # a sweep job whose directory another sweep is running: wait | skip (codistill.joblock)
 
     @property
     def data_seed(self) -> int:
@@ -595,6 +596,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             dataclasses.replace(rest.generation, backend=backend).check(f"generation[{role}.backend={backend}]")
     rest.trainer.check("trainer")
     rest.logger.check("logger")
+    _choice(rest.sweep_lock, "sweep_lock", ("wait", "skip"))
     rest.train.check("train")
     rest.eval.check("eval")
     # multi-step inference refines with visible-test feedback: GSM has no visible tests
