@@ -195,13 +195,16 @@ def test_auto_batch_size_on_cpu(tiny):
 
 
 # --------------------------------------------------------------------------- backend choice
-def test_backend_identity_differs_only_where_outputs_do():
+def test_backend_identity_names_the_backend(tiny):
     from codistill.config import GenerationConfig, OpenAIConfig
     from codistill.generation import backend_identity
 
     m = ModelConfig(name="smol", source="tiny")
-    assert backend_identity(GenerationConfig(backend="hf", batch_size="auto", static_cache=True), m, "id") == "id"
-    assert backend_identity(GenerationConfig(backend="vllm"), m, "id") == "id|vllm"
+    with pytest.raises(ValueError, match="loaded model"):  # hf reads the dtype and device from the model
+        backend_identity(GenerationConfig(backend="hf"), m, "id")
+    hf = backend_identity(GenerationConfig(backend="hf"), m, "id", model=tiny[0])
+    assert hf.startswith("id|hf:") and "dtype=float32" in hf and "device=cpu" in hf
+    assert backend_identity(GenerationConfig(backend="vllm"), m, "id").startswith("id|vllm:")
     o = GenerationConfig(backend="openai", openai=OpenAIConfig(base_url="http://h:1/v1/"))
     assert backend_identity(o, m, "id") == "openai:http://h:1/v1:smol"
     o.openai.model = "served"

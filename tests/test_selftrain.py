@@ -202,7 +202,8 @@ def test_stand_keeps_only_passing_zero_shot_teacher_programs(tmp_path, compose):
     from codistill.datasets import load_problems
     from codistill.execution import Program, run_programs
     from codistill.generation import GenerationCache, open_cache
-    from codistill.models import load_tokenizer, model_identity
+    from codistill.methods.base import RunContext
+    from codistill.models import load_tokenizer
     from codistill.tasks import build_task
     from codistill.tasks.gsm import answers_match
 
@@ -237,7 +238,8 @@ def test_stand_keeps_only_passing_zero_shot_teacher_programs(tmp_path, compose):
     task, (train, _) = build_task(rc.dataset.task, rc.task), load_problems(rc.dataset)
     tok = load_tokenizer(rc.teacher, cache)
     sampling = dataclasses.replace(rc.sampling, stop=list(rc.sampling.stop or task.stop))
-    answered = set(open_cache(cache, model_identity(rc.teacher), sampling, rc.seed).load())
+    ctx = RunContext(cfg=rc, run_dir=tmp_path, task=task, train=train, test=[], cache_dir=cache)
+    answered = set(open_cache(cache, ctx.backend("teacher")[2], sampling, rc.seed).load())
     zero_shot, few_shot = ({GenerationCache.prompt_key(task.render(q, tok, chat=rc.teacher.chat, shots=k).text)
                             for q in train} for k in (0, rc.task.num_shots))
     assert len(zero_shot) == 5 and zero_shot <= answered and not answered & few_shot

@@ -512,6 +512,7 @@ class RunConfig:
     experiment_name: str = "default"
     print_config: bool = False
     sweep_name: Optional[str] = None  # multirun/<experiment_name>/<sweep_name> (null: a hash of the overrides)
+    sweep_lock: str = "wait"  # a sweep job whose directory another sweep is running: wait | skip (codistill.joblock)
 
     @property
     def data_seed(self) -> int:
@@ -546,6 +547,26 @@ def register_configs() -> None:
         cs.store(group="method", name=f"_schema_{name}", node=node)
 
 
+def check_finite(obj: Any, key: str = "") -> None:
+    """Every float in a validated config is finite: ``train.lr=inf`` passes ``lr > 0`` and would
+    train on NaN losses; ``nan`` fails every comparison with a misleading message.  Walks
+    dataclasses, lists and dicts; raises :class:`ConfigError` naming the key."""
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            check_finite(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, f"{key}[{i}]")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{key}: must be a finite number, got {obj}")
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Turn a composed config into typed objects and check every range and choice.
 
@@ -566,6 +587,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     except Exception as e:  # omegaconf's ValidationError / MissingMandatoryValue carry the key
         raise ConfigError(str(e)) from e
     rest.method = method
+    check_finite(rest)
     rest.teacher.check("teacher")
     rest.student.check("student")
     method.check("method")
@@ -583,6 +605,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             dataclasses.replace(rest.generation, backend=backend).check(f"generation[{role}.backend={backend}]")
     rest.trainer.check("trainer")
     rest.logger.check("logger")
+    _choice(rest.sweep_lock, "sweep_lock", ("wait", "skip"))
     rest.train.check("train")
     rest.eval.check("eval")
     # multi-step inference refines with visible-test feedback: GSM has no visible tests

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from codistill.config import ConfigError, register_configs, validate
+from codistill.redact import redact
 from codistill.sweep import config_digest, failure_metrics, finished, hydra_sweep_dir, read_metrics
 
 log = logging.getLogger("codistill")
@@ -196,13 +197,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         metrics["status"] = "ok"
     except Exception as e:
         metrics["status"] = "failed"
-        metrics["error"] = f"{type(e).__name__}: {e}"
-        metrics["traceback"] = traceback.format_exc(limit=20)
+        metrics["error"] = redact(f"{type(e).__name__}: {e}")  # a server may echo the API key
+        metrics["traceback"] = redact(traceback.format_exc(limit=20))
         raise
     finally:
         other = dist.stop(ok=metrics["status"] == "ok")  # another rank's failure fails the run
         if other:
-            metrics.update({"status": "failed", "error": other})
+            metrics.update({"status": "failed", "error": redact(other)})
         metrics["time/total_s"] = round(time.perf_counter() - t0, 2)
         write_metrics(run_dir, metrics)
         if loggers:
@@ -219,10 +220,27 @@ CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from codistill import redact as _redact
+    from codistill.distributed import external_ranks
+    from codistill.joblock import job_lock
+
+    _redact.install(cfg)  # run.log and the console: secrets scrubbed from every line and traceback
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=True))
     in_sweep = hydra_sweep_dir() is not None
+    ranks = external_ranks()
+    if ranks is not None and ranks["rank"] != 0:  # torchrun / srun ranks share rank 0's job (and its lock)
+        return _run_job(cfg, run_dir, in_sweep)
+    # one running job per directory: a sweep waits for (or skips) a job another sweep is running
+    with job_lock(run_dir, str(cfg.get("sweep_lock") or "wait") if in_sweep else "fail") as held:
+        if not held:
+            print(f"\nskipped ({run_dir}): another sweep is running this job\n", flush=True)
+            return float("nan")
+        return _run_job(cfg, run_dir, in_sweep)
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
     done = finished(run_dir) if in_sweep else None
     if done and finished(run_dir, config_digest(cfg), metrics=done):
         print(f"\nskipped ({run_dir}): finished before (status ok in metrics.json)\n", flush=True)
@@ -239,7 +257,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         # a sweep goes on with its other jobs; SweepSummary reports this one at the end
         log.exception("job failed: %s", run_dir)
         recorded = read_metrics(run_dir) or {}
-        if recorded.get("status") != "failed" or recorded.get("error") != f"{type(e).__name__}: {e}":
+        if recorded.get("status") != "failed" or recorded.get("error") != redact(f"{type(e).__name__}: {e}"):
             run_dir.mkdir(parents=True, exist_ok=True)  # failed before run() wrote (a bad config value)
             write_metrics(run_dir, failure_metrics(cfg, run_dir, e))
         return float("nan")  # what a sweeper (Optuna) reads as a failed trial
