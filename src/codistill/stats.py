@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -286,3 +287,53 @@ def scores(rows: list[dict], k: int = 1, kind: str | None = None, *, target: flo
     else:
         cnt = counts(rows, kind)
     return {pid: pass_at_k(n, c, k) for pid, (n, c) in cnt.items() if k <= n or k == 1}
+
+
+# --------------------------------------------------------------------------- a run's figures
+_PASS_KEY = re.compile(r"^pass@(\d+)$")
+
+
+def sample_scores(path: str | Path, metrics: dict, prefix: str) -> dict[int, dict[str, float]]:
+    """k -> (problem id -> pass@k) for every ``<prefix>pass@k`` in ``metrics`` that the samples
+    file can reproduce; {} when the file is missing.  pass@1 follows the kind of sample the
+    run's own ``<prefix>pass@1`` came from (greedy, or sampled where only that matches)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    rows = read_samples(path)
+    ks = sorted({int(m.group(1)) for key in metrics if key.startswith(prefix)
+                 and (m := _PASS_KEY.match(key[len(prefix):]))})
+    out = {}
+    for k in ks:
+        s = scores(rows, k, target=metrics.get(f"{prefix}pass@1") if k == 1 else None)
+        if s:
+            out[k] = s
+    return out
+
+
+def run_ci_metrics(run_dir: str | Path, metrics: dict) -> dict[str, float]:
+    """The uncertainty figures of one run, from its samples files, as metrics.json keys:
+
+    * ``eval/pass@k_ci95_lo`` / ``_hi`` (and ``eval_base/...`` for the untrained student,
+      ``train/fit_pass@1_ci95_...`` for the fit check): 95% interval over the test problems;
+    * ``eval/delta_vs_base/pass@1`` (trained - base over the same problems) with
+      ``_ci95_lo`` / ``_ci95_hi``, the sign-flip test's ``_p`` and the test set's minimum
+      detectable effect at 80% power, ``_mde80``, when the base student was evaluated.
+    """
+    run_dir = Path(run_dir)
+    out: dict[str, float] = {}
+    found = {}
+    for prefix, name in (("eval/", "eval_samples.jsonl"), ("eval_base/", "eval_base_samples.jsonl"),
+                         ("train/fit_", "eval_fit_samples.jsonl")):
+        found[prefix] = sample_scores(run_dir / name, metrics, prefix)
+        for k, s in found[prefix].items():
+            e = estimate(list(s.values()))
+            out[f"{prefix}pass@{k}_ci95_lo"], out[f"{prefix}pass@{k}_ci95_hi"] = e.lo, e.hi
+    if 1 in found["eval/"] and 1 in found["eval_base/"]:
+        ids, m = align([found["eval/"][1], found["eval_base/"][1]])
+        if ids:
+            d = paired_difference(m[0], m[1])
+            key = "eval/delta_vs_base/pass@1"
+            out.update({key: d.diff, f"{key}_ci95_lo": d.lo, f"{key}_ci95_hi": d.hi, f"{key}_p": d.p,
+                        f"{key}_mde80": d.mde})
+    return out
