@@ -141,6 +141,7 @@ def test_report_gives_intervals_differences_and_says_when_the_test_set_is_too_sm
     assert "not resolvable at this size: the test set of 8 problems resolves differences of about 0.35" in out
     assert "no difference is resolved: the methods are not ranked" in out
     assert "ekt: seeds 0, 1 varied the student's training/eval seed only; the teacher pass was shared" in out
+    assert "none: seeds 0, 1 varied the untrained student's evaluation sampling only" in out
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## paired differences" in md and "| ekt | none | pass@1 | 8 | +0.125 |" in md
 
@@ -164,3 +165,18 @@ def test_a_bad_samples_file_is_named_and_the_table_is_kept(tmp_path, capsys):
     assert main([str(s)]) == 2
     assert "eval_samples.jsonl:2: not JSON" in capsys.readouterr().err
     assert (s / "report.csv").exists() and (s / "report.png").exists()
+
+
+@pytest.mark.parametrize("extra, says", [
+    ({}, "ekt: seeds 0, 1 varied `seed`; metrics.json does not record the teacher's seed"),
+    ({"seed/teacher": "seed", "seed/teacher_mode": "per_seed"},
+     "ekt: seeds 0, 1 varied the student's training/eval seed and the teacher's sampling (teacher seeds 0, 1) "
+     "(seed/teacher_mode: per_seed)")])
+def test_seeds_note_says_what_the_seeds_varied(tmp_path, extra, says):
+    from codistill.report import seeds_note
+
+    s = tmp_path / "s"
+    for seed in (0, 1):
+        m = {k: (seed if v == "seed" else v) for k, v in extra.items()}
+        write_job(s, f"{seed}", **job("ekt", seed, 0.1, **m))
+    assert seeds_note(load_sweep(s), s) == [says]

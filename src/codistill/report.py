@@ -340,7 +340,9 @@ def seeds_note(df: pd.DataFrame, sweep_dir: str | Path) -> list[str]:
         modes = sorted({str(m["seed/teacher_mode"]) for m in ms if m.get("seed/teacher_mode") is not None})
         mode = f" (seed/teacher_mode: {', '.join(modes)})" if modes else ""
         head = f"{config}: seeds {', '.join(map(str, seeds))} varied"
-        if None in teacher:
+        if set(g["method"]) == {"none"}:
+            lines.append(f"{head} the untrained student's evaluation sampling only (no teacher, no training)")
+        elif None in teacher:
             lines.append(f"{head} `seed`; metrics.json does not record the teacher's seed{mode}")
         elif len(teacher) == 1:
             lines.append(f"{head} the student's training/eval seed only; the teacher pass was shared "
