@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import run_cli
 from wandb_records import offline_runs
 
@@ -51,3 +52,18 @@ def test_results_table_says_when_the_interval_includes_zero():
     assert "does not show that training changed pass@1" in text and "about 0.31 (80% power)" in text
     text = results_table({**base, "eval/delta_vs_base/pass@1_ci95_lo": 0.01, "eval/delta_vs_base/pass@1_ci95_hi": 0.09})
     assert "the interval excludes 0: training raised pass@1" in text
+
+
+def test_fit_max_problems_is_checked_and_fit_problems_are_the_trained_ones(compose, tmp_path):
+    from codistill.config import ConfigError, validate
+    from codistill.run import fit_problems
+    from codistill.tasks.base import Problem
+
+    assert validate(compose("experiment=smoke")).eval.fit_max_problems == 32
+    with pytest.raises(ConfigError, match="eval.fit_max_problems"):
+        validate(compose("experiment=smoke", "eval.fit_max_problems=-1"))
+    probs = [Problem(id=f"t/{i}", question="q", answer=i) for i in range(5)]
+    ts = tmp_path / "train_set.jsonl"
+    ts.write_text("".join(json.dumps({"problem_id": f"t/{i}"}) + "\n" for i in (4, 1, 4, 3)))
+    assert [p.id for p in fit_problems(probs, ts, 2)] == ["t/1", "t/3"]  # split order, trained-on only
+    assert [p.id for p in fit_problems(probs, tmp_path / "none.jsonl", 2)] == ["t/0", "t/1"]
