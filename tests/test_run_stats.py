@@ -26,7 +26,7 @@ def test_kd_smoke_run_reports_cis_the_base_difference_and_the_fit_pass_rate(tmp_
     assert m["eval/pass@1_ci95_hi"] - m["eval/pass@1_ci95_lo"] >= 0.4
     d = "eval/delta_vs_base/pass@1"
     assert m[d] == m["eval/pass@1"] - m["eval_base/pass@1"]
-    assert m[f"{d}_ci95_lo"] <= m[d] <= m[f"{d}_ci95_hi"] and 0 < m[f"{d}_p"] <= 1 and m[f"{d}_mde80"] > 0.5
+    assert m[f"{d}_ci95_lo"] <= m[d] <= m[f"{d}_ci95_hi"] and 0 < m[f"{d}_p"] <= 1 and m[f"{d}_mde80"] > 0.5 and m[f"{d}_n_problems"] == 4
     # the fit check: greedy only, on 4 of the 6 problems the student was trained on
     trained = {json.loads(line)["problem_id"] for line in (run_dir / "train_set.jsonl").read_text().splitlines()}
     fit = read_samples(run_dir / "eval_fit_samples.jsonl")
@@ -42,7 +42,7 @@ def test_kd_smoke_run_reports_cis_the_base_difference_and_the_fit_pass_rate(tmp_
 
 
 def test_results_table_says_when_the_interval_includes_zero():
-    base = {"method": "ekt", "status": "ok", "data/n_test_problems": 20, "eval/pass@1": 0.30,
+    base = {"method": "ekt", "status": "ok", "eval/delta_vs_base/pass@1_n_problems": 20, "eval/pass@1": 0.30,
             "eval/pass@1_ci95_lo": 0.10, "eval/pass@1_ci95_hi": 0.50, "eval_base/pass@1": 0.25,
             "eval/delta_vs_base/pass@1": 0.05, "eval/delta_vs_base/pass@1_p": 0.75,
             "eval/delta_vs_base/pass@1_mde80": 0.31}

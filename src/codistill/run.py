@@ -92,7 +92,7 @@ def results_table(metrics: dict) -> str:
     if d in metrics:
         rows.append(("trained - base pass@1", f"{metrics[d]:+.3f} [{metrics[f'{d}_ci95_lo']:+.3f}, "
                                               f"{metrics[f'{d}_ci95_hi']:+.3f}], p={metrics[f'{d}_p']:.3g} "
-                                              f"(paired, {metrics.get('data/n_test_problems', '?')} problems)"))
+                                              f"(paired, {metrics.get(f'{d}_n_problems', '?')} problems)"))
         if metrics[f"{d}_ci95_lo"] <= 0 <= metrics[f"{d}_ci95_hi"]:
             rows.append(("", f"the interval includes 0: this run does not show that training changed pass@1; "
                              f"its test set resolves differences of about {metrics[f'{d}_mde80']:.2f} (80% power)"))

@@ -318,7 +318,8 @@ def run_ci_metrics(run_dir: str | Path, metrics: dict) -> dict[str, float]:
       ``train/fit_pass@1_ci95_...`` for the fit check): 95% interval over the test problems;
     * ``eval/delta_vs_base/pass@1`` (trained - base over the same problems) with
       ``_ci95_lo`` / ``_ci95_hi``, the sign-flip test's ``_p`` and the test set's minimum
-      detectable effect at 80% power, ``_mde80``, when the base student was evaluated.
+      detectable effect at 80% power, ``_mde80``, over ``_n_problems`` problems scored by
+      both, when the base student was evaluated.
     """
     run_dir = Path(run_dir)
     out: dict[str, float] = {}
@@ -335,5 +336,5 @@ def run_ci_metrics(run_dir: str | Path, metrics: dict) -> dict[str, float]:
             d = paired_difference(m[0], m[1])
             key = "eval/delta_vs_base/pass@1"
             out.update({key: d.diff, f"{key}_ci95_lo": d.lo, f"{key}_ci95_hi": d.hi, f"{key}_p": d.p,
-                        f"{key}_mde80": d.mde})
+                        f"{key}_mde80": d.mde, f"{key}_n_problems": d.n_problems})
     return out
