@@ -26,7 +26,8 @@ def test_kd_smoke_run_reports_cis_the_base_difference_and_the_fit_pass_rate(tmp_
     assert m["eval/pass@1_ci95_hi"] - m["eval/pass@1_ci95_lo"] >= 0.4
     d = "eval/delta_vs_base/pass@1"
     assert m[d] == m["eval/pass@1"] - m["eval_base/pass@1"]
-    assert m[f"{d}_ci95_lo"] <= m[d] <= m[f"{d}_ci95_hi"] and 0 < m[f"{d}_p"] <= 1 and m[f"{d}_mde80"] > 0.5 and m[f"{d}_n_problems"] == 4
+    assert m[f"{d}_ci95_lo"] <= m[d] <= m[f"{d}_ci95_hi"] and 0 < m[f"{d}_p"] <= 1
+    assert m[f"{d}_mde80"] > 0.5 and m[f"{d}_n_problems"] == 4
     # the fit check: greedy only, on 4 of the 6 problems the student was trained on
     trained = {json.loads(line)["problem_id"] for line in (run_dir / "train_set.jsonl").read_text().splitlines()}
     fit = read_samples(run_dir / "eval_fit_samples.jsonl")

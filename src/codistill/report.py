@@ -376,7 +376,8 @@ class Uncertainty:
     def markdown(self) -> str:
         text = ""
         if len(self.ci):
-            text += "\n## pass@k with 95% intervals (bootstrap over problems and seeds)\n\n" + to_markdown(_fmt(self.ci)) + "\n"
+            text += ("\n## pass@k with 95% intervals (bootstrap over problems and seeds)\n\n"
+                     + to_markdown(_fmt(self.ci)) + "\n")
         if len(self.differences):
             text += ("\n## paired differences (a - b over the same problems; sign-flip test)\n\n"
                      + to_markdown(_fmt(self.differences)) + "\n\n"
@@ -388,7 +389,8 @@ class Uncertainty:
     def text(self) -> str:
         out = []
         if len(self.ci):
-            out.append("pass@k with 95% intervals (bootstrap over problems and seeds):\n" + _fmt(self.ci).to_string(index=False))
+            out.append("pass@k with 95% intervals (bootstrap over problems and seeds):\n"
+                       + _fmt(self.ci).to_string(index=False))
         if len(self.differences):
             out.append("paired differences (a - b over the same problems; sign-flip test):\n"
                        + _fmt(self.differences).to_string(index=False) + "\n"

@@ -85,7 +85,8 @@ def results_table(metrics: dict) -> str:
         rows.append(("split", metrics["data/split"]))
     if "eval_base/pass@1" in metrics:
         rows.append(("base student pass@1", _ci(metrics, "eval_base/pass@1")))
-    for k in sorted(k for k in metrics if k.startswith("eval/pass@") and k != "eval/pass@1_greedy" and "_ci95" not in k):
+    for k in sorted(k for k in metrics
+                    if k.startswith("eval/pass@") and k != "eval/pass@1_greedy" and "_ci95" not in k):
         rows.append((f"trained student {k[5:]}" if metrics.get("method") != "none" else f"student {k[5:]}",
                      _ci(metrics, k)))
     d = "eval/delta_vs_base/pass@1"
