@@ -39,6 +39,10 @@ def test_smoke_run_writes_every_artifact(tmp_path, cache):
     assert METRIC_KEYS <= set(m)
     assert (m["method"], m["teacher"], m["student"], m["dataset"]) == ("ekt", "tiny-teacher", "tiny", "gsm_symbolic")
     assert 0.0 <= m["eval/pass@1"] <= 1.0 and "eval/pass@2" in m and "eval_base/pass@1" in m
+    # greedy and sampled named apart; the headline pass@1 is the samples' (issue 14)
+    assert m["eval/pass@1_source"] == "sampled" and "eval/pass@1_greedy" in m
+    assert m["eval/pass@1"] <= m["eval/pass@2"]
+    assert m["data/shared_templates"] == 0 and m["data/train_templates"] + m["data/test_templates"] == 85
     assert m["data/n_problems"] == 6 and m["data/n_samples"] == 24
     gens = read_jsonl(run_dir / "generations.jsonl")
     assert len(gens) == 24 and all({"problem_id", "program", "status", "passed"} <= set(g) for g in gens)

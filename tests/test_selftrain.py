@@ -131,6 +131,26 @@ def test_rounds_train_from_the_base_or_continue_and_resume_their_own_checkpoints
     assert c2 is c1 and not _same(_weights(c2), w1)
 
 
+def test_a_round_after_one_that_kept_nothing_draws_fresh_samples(compose, tmp_path):
+    """Round 1 keeps nothing (the tiny random student cannot hit these golds), so round 2 samples
+    the same base student on the same prompts: it must draw new samples, not round 1's from the
+    generation cache (issue 14: 24 of 24 were identical)."""
+    from codistill.methods.expert_iteration import ExpertIteration, round_seed
+    from codistill.tasks.base import Problem
+
+    ctx = _ctx(compose, tmp_path / "run", "method.rounds=2", "sampling.n=3")
+    ctx.train = [Problem(id=f"u{i}", question=q, answer=float(a)) for i, (q, a) in enumerate(UNSOLVABLE)]
+    result = ExpertIteration(ctx.cfg.method).build(ctx)
+    gens = read_jsonl(tmp_path / "run" / "generations.jsonl")
+    by_round = {r: [(g["problem_id"], g["sample"], g["completion"]) for g in gens if g["round"] == r] for r in (1, 2)}
+    assert len(by_round[1]) == len(by_round[2]) == 6 and not any(g["passed"] for g in gens)
+    assert [k[:2] for k in by_round[1]] == [k[:2] for k in by_round[2]]  # the same prompts again
+    assert sum(a[2] != b[2] for a, b in zip(by_round[1], by_round[2])) == 6  # every sample drawn afresh
+    assert result.metrics["data/round1/seed"] == ctx.cfg.data_seed
+    assert result.metrics["data/round2/seed"] == round_seed(ctx.cfg.data_seed, 2) != ctx.cfg.data_seed
+    assert len(list((tmp_path / "run" / "cache" / "generations").glob("*.jsonl"))) == 2  # one cache file per round
+
+
 # --------------------------------------------------------------------------- whole runs
 @pytest.mark.slow
 def test_stand_on_a_humaneval_split_judges_teacher_code_with_the_tests(tmp_path):

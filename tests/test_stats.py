@@ -83,3 +83,17 @@ def test_scores_from_samples_rows(tmp_path):
     p.write_text('{"problem_id": "a", "samples": []}\n[1]\n')
     with pytest.raises(ValueError, match=r"eval_samples.jsonl:2: expected an object"):
         S.read_samples(p)
+
+
+def test_sample_scores_follow_the_headline_source(tmp_path):
+    rows = [{"problem_id": "a", "samples": [{"kind": "greedy", "passed": False},
+                                             {"kind": "sampled", "passed": False}, {"kind": "sampled", "passed": True}]},
+            {"problem_id": "b", "samples": [{"kind": "greedy", "passed": False},
+                                             {"kind": "sampled", "passed": False}, {"kind": "sampled", "passed": False}]}]
+    p = tmp_path / "eval_samples.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    m = {"eval/pass@1": 0.25, "eval/pass@1_source": "sampled", "eval/pass@1_greedy": 0.0, "eval/pass@2": 0.5,
+         "eval_base/pass@1": 0.0}
+    assert S.sample_scores(p, m, "eval/") == {"pass@1": {"a": 0.5, "b": 0.0}, "pass@1_greedy": {"a": 0.0, "b": 0.0},
+                                              "pass@2": {"a": 1.0, "b": 0.0}}
+    assert S.sample_scores(tmp_path / "missing.jsonl", m, "eval/") == {}

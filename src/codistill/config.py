@@ -126,6 +126,10 @@ class DatasetConfig:
     test_size: Optional[int] = None
     train_seed: int = 1
     test_seed: int = 2
+    # gsm_symbolic: train and test come from disjoint sets of reasoning-gym's templates, split by
+    # this seed; the test side gets this fraction of the templates
+    template_seed: int = 0
+    test_template_fraction: float = 0.3
     shuffle_seed: Optional[int] = None  # shuffle before taking *_size problems (None: keep file order)
     # code datasets: MBPP's split of each side (by task_id; null: the whole file), and the
     # teacher-made unit tests of code_alpaca (problems left with < min_tests are dropped)
@@ -143,6 +147,8 @@ class DatasetConfig:
         if self.name == "gsm_symbolic":
             _check(self.train_seed != self.test_seed, f"{key}.train_seed",
                    "train and test seeds must differ so the splits are disjoint")
+            _check(0.0 < self.test_template_fraction < 1.0, f"{key}.test_template_fraction",
+                   f"must be in (0, 1) (both sides need templates), got {self.test_template_fraction}")
         for k in ("train_split", "test_split"):
             v = getattr(self, k)
             _check(v is None or v in ("train", "test", "validation", "prompt"), f"{key}.{k}",
@@ -440,8 +446,8 @@ class EvalConfig:
     enabled: bool = True
     baseline: bool = False  # also evaluate the untrained student first (eval_base/*)
     max_problems: Optional[int] = None
-    greedy: bool = True  # a greedy sample gives pass@1
-    n_samples: int = 0  # extra sampled completions per problem for pass@k (0 = none)
+    greedy: bool = True  # a greedy sample per problem gives eval/pass@1_greedy
+    n_samples: int = 0  # sampled completions per problem for eval/pass@k, every k <= n_samples (0 = none)
     k: list[int] = field(default_factory=lambda: [1])
     temperature: float = 0.8
     top_p: float = 0.95
@@ -458,8 +464,11 @@ class EvalConfig:
         _check(self.fit_max_problems >= 0, f"{key}.fit_max_problems", f"must be >= 0, got {self.fit_max_problems}")
         for k in self.k:
             _check(k >= 1, f"{key}.k", f"every k must be >= 1, got {k}")
+            # pass@k comes from the n sampled completions only (never mixed with the greedy one);
+            # pass@1 alone may come from the greedy completion when no samples are drawn
             _check(k == 1 or k <= self.n_samples, f"{key}.k",
-                   f"pass@{k} needs n_samples >= {k}, got n_samples={self.n_samples}")
+                   f"pass@{k} needs {key}.n_samples >= {k} sampled completions per problem "
+                   f"(k > n has no unbiased estimate), got {key}.n_samples={self.n_samples}")
         _check(self.temperature > 0, f"{key}.temperature", "must be > 0 (greedy is eval.greedy)")
         _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
 

@@ -232,8 +232,8 @@ def job_scores(sweep_dir: str | Path, df: pd.DataFrame) -> dict[tuple[str, str],
         job_dir = sweep_dir / row["job"]
         metrics = read_metrics(job_dir) or {}
         for prefix, name in SAMPLES.items():
-            for k, s in sample_scores(job_dir / name, metrics, f"{prefix}/").items():
-                out.setdefault((row["config"], f"{prefix}/pass@{k}"), []).append(s)
+            for figure, s in sample_scores(job_dir / name, metrics, f"{prefix}/").items():
+                out.setdefault((row["config"], f"{prefix}/{figure}"), []).append(s)
     return out
 
 

@@ -86,8 +86,10 @@ def results_table(metrics: dict) -> str:
     if "eval_base/pass@1" in metrics:
         rows.append(("base student pass@1", _ci(metrics, "eval_base/pass@1")))
     for k in sorted(k for k in metrics
-                    if k.startswith("eval/pass@") and k != "eval/pass@1_greedy" and "_ci95" not in k):
-        rows.append((f"trained student {k[5:]}" if metrics.get("method") != "none" else f"student {k[5:]}",
+                    if k.startswith("eval/pass@") and isinstance(metrics[k], float) and "_ci95" not in k):
+        name = k[5:] + (f" ({metrics['eval/pass@1_source']})" if k == "eval/pass@1" and "eval/pass@1_source" in metrics
+                        else "")
+        rows.append((f"trained student {name}" if metrics.get("method") != "none" else f"student {name}",
                      _ci(metrics, k)))
     d = "eval/delta_vs_base/pass@1"
     if d in metrics:
@@ -178,6 +180,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             metrics["data/split"] = describe_split(train if rc.eval_dataset is None else [], test)
             if len(test) != 164:
                 log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
+        elif rc.eval_dataset is None and rc.dataset.name == "gsm_symbolic":
+            from codistill.datasets.gsm_symbolic import split_counts
+
+            metrics.update(split_counts(rc.dataset, train, test))
         method = build_method(rc)
         method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
 

@@ -290,24 +290,29 @@ def scores(rows: list[dict], k: int = 1, kind: str | None = None, *, target: flo
 
 
 # --------------------------------------------------------------------------- a run's figures
-_PASS_KEY = re.compile(r"^pass@(\d+)$")
+_PASS_KEY = re.compile(r"^pass@(\d+)(_greedy)?$")
 
 
-def sample_scores(path: str | Path, metrics: dict, prefix: str) -> dict[int, dict[str, float]]:
-    """k -> (problem id -> pass@k) for every ``<prefix>pass@k`` in ``metrics`` that the samples
-    file can reproduce; {} when the file is missing.  pass@1 follows the kind of sample the
-    run's own ``<prefix>pass@1`` came from (greedy, or sampled where only that matches)."""
+def sample_scores(path: str | Path, metrics: dict, prefix: str) -> dict[str, dict[str, float]]:
+    """figure -> (problem id -> score) for every ``<prefix>pass@k`` (and ``pass@1_greedy``) in
+    ``metrics`` that the samples file can rebuild; {} when the file is missing.  pass@1 follows
+    the kind of sample the run's headline came from: ``<prefix>pass@1_source`` where recorded,
+    else the kind that reproduces the reported figure (greedy first)."""
     path = Path(path)
     if not path.exists():
         return {}
     rows = read_samples(path)
-    ks = sorted({int(m.group(1)) for key in metrics if key.startswith(prefix)
-                 and (m := _PASS_KEY.match(key[len(prefix):]))})
     out = {}
-    for k in ks:
-        s = scores(rows, k, target=metrics.get(f"{prefix}pass@1") if k == 1 else None)
+    for key in sorted(metrics):
+        m = _PASS_KEY.match(key[len(prefix):]) if key.startswith(prefix) else None
+        if not m:
+            continue
+        k, kind = int(m.group(1)), "greedy" if m.group(2) else None
+        if k == 1 and kind is None and metrics.get(f"{prefix}pass@1_source") in ("greedy", "sampled"):
+            kind = metrics[f"{prefix}pass@1_source"]
+        s = scores(rows, k, kind, target=metrics.get(key) if k == 1 and kind is None else None)
         if s:
-            out[k] = s
+            out[key[len(prefix):]] = s
     return out
 
 
@@ -327,11 +332,11 @@ def run_ci_metrics(run_dir: str | Path, metrics: dict) -> dict[str, float]:
     for prefix, name in (("eval/", "eval_samples.jsonl"), ("eval_base/", "eval_base_samples.jsonl"),
                          ("train/fit_", "eval_fit_samples.jsonl")):
         found[prefix] = sample_scores(run_dir / name, metrics, prefix)
-        for k, s in found[prefix].items():
+        for name, s in found[prefix].items():
             e = estimate(list(s.values()))
-            out[f"{prefix}pass@{k}_ci95_lo"], out[f"{prefix}pass@{k}_ci95_hi"] = e.lo, e.hi
-    if 1 in found["eval/"] and 1 in found["eval_base/"]:
-        ids, m = align([found["eval/"][1], found["eval_base/"][1]])
+            out[f"{prefix}{name}_ci95_lo"], out[f"{prefix}{name}_ci95_hi"] = e.lo, e.hi
+    if "pass@1" in found["eval/"] and "pass@1" in found["eval_base/"]:
+        ids, m = align([found["eval/"]["pass@1"], found["eval_base/"]["pass@1"]])
         if ids:
             d = paired_difference(m[0], m[1])
             key = "eval/delta_vs_base/pass@1"

@@ -1,5 +1,9 @@
 """Generation: one call, ``generate(prompts, sampling)``, behind a content-addressed cache.
 
+``generate`` draws ``sampling.n`` completions per *distinct* prompt (a prompt listed twice gets
+the same completions twice).  :func:`generate_each` draws one independent completion per list
+entry instead, identical prompts included: for independent chains (refinement at evaluation).
+
 The cache key is (model identity, sampling settings, seed -- none for greedy decoding); a sweep over students or
 learning rates therefore reuses the teacher's samples, and a killed run resumes from
 the prompts it had finished.
@@ -85,6 +89,42 @@ def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str 
     return [results[p] for p in prompts], stats
 
 
+def chain_seed(seed: int, chain: int) -> int:
+    """The sampling seed of chain ``chain`` (pure): ``seed`` for chain 0, a value derived from
+    (seed, chain) for the others.  Part of the cache key, so each chain has its own entries."""
+    return seed if chain == 0 else int(digest({"seed": seed, "chain": chain})[:15], 16)
+
+
+def generate_each(backend, prompts: list[str], sampling, *, seed: int, model_id: str | None,
+                  cache_root: str | Path | None) -> tuple[list[str], dict]:
+    """One completion per entry of ``prompts``, drawn independently even where prompts repeat.
+
+    The j-th occurrence of a prompt in the list is its chain j: chain j's prompts are drawn in
+    one :func:`generate` call with :func:`chain_seed` (seed, j), so two entries of one prompt
+    come from different random streams and different cache entries, and a rerun draws the same
+    ones.  Greedy decoding has one answer per prompt; every chain gets it (the greedy cache key
+    has no seed).  Stats are summed over the calls."""
+    one = dataclasses.replace(sampling, n=1)
+    seen: dict[str, int] = {}
+    chain = []
+    for p in prompts:
+        chain.append(seen.get(p, 0))
+        seen[p] = chain[-1] + 1
+    out: list[str | None] = [None] * len(prompts)
+    stats = {"cached_prompts": 0, "generated_prompts": 0, "tokens": 0, "tokens_per_s": 0.0}
+    t0 = time.perf_counter()
+    for c in range(max(chain, default=-1) + 1):
+        idx = [i for i, ci in enumerate(chain) if ci == c]
+        comps, st = generate(backend, [prompts[i] for i in idx], one, seed=chain_seed(seed, c), model_id=model_id,
+                             cache_root=cache_root)
+        for i, cs in zip(idx, comps):
+            out[i] = cs[0]
+        for k in ("cached_prompts", "generated_prompts", "tokens"):
+            stats[k] += st[k]
+    stats["tokens_per_s"] = stats["tokens"] / max(time.perf_counter() - t0, 1e-9)
+    return out, stats
+
+
 def served_model_name(gcfg, mcfg) -> str:
     """The model name sent to an OpenAI-compatible server: ``generation.openai.model``, else the
     role's model config ``name``."""
@@ -132,5 +172,5 @@ def build_backend(gcfg, mcfg, *, cache_dir: str | Path, model=None, tokenizer=No
     raise ValueError(f"generation.backend: unknown backend {gcfg.backend!r}")
 
 
-__all__ = ["GenerationCache", "backend_identity", "build_backend", "digest", "generate", "sampling_key",
-           "served_model_name"]
+__all__ = ["GenerationCache", "backend_identity", "build_backend", "chain_seed", "digest", "generate",
+           "generate_each", "sampling_key", "served_model_name"]
