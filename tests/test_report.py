@@ -153,8 +153,10 @@ def test_a_resolved_difference_names_its_direction_and_pairs_without_none(tmp_pa
     assert main([str(s)]) == 0
     out = capsys.readouterr().out
     assert "kd vs ekt (pass@1): -0.600 [" in out and "p=0.000488: kd lower (the interval excludes 0)" in out  # 2/2**12
-    ci = pd.read_csv(s / "report_ci.csv").set_index("config")
-    assert ci.loc["kd", "interval"] == "clopper-pearson" and ci.loc["kd", "ci95_hi"] == pytest.approx(0.1684, abs=1e-4)
+    ci = pd.read_csv(s / "report_ci.csv").set_index(["config", "metric"])
+    kd = ci.loc[("kd", "eval/pass@1")]
+    assert kd["interval"] == "clopper-pearson" and kd["ci95_hi"] == pytest.approx(0.1684, abs=1e-4)
+    assert ci.loc[("kd", "eval/pass@1_greedy"), "value"] == 0.0  # the greedy figure has its interval too
     assert "\nseeds: " not in out and "not ranked" not in out
 
 
