@@ -453,11 +453,15 @@ class EvalConfig:
     top_p: float = 0.95
     max_new_tokens: int = 256
     refine_steps: int = 0  # multi-step inference: the student refines failed attempts with visible-test feedback
+    # training sanity figure: the trained student's greedy pass rate on up to this many of the
+    # problems it was trained on (train/fit_pass@1; 0 = skip) -- "barely trained" shows as low
+    fit_max_problems: int = 32
 
     def check(self, key: str) -> None:
         _check(self.refine_steps >= 0, f"{key}.refine_steps", f"must be >= 0, got {self.refine_steps}")
         _check(self.greedy or self.n_samples > 0, f"{key}.n_samples", "set greedy=true or n_samples > 0")
         _check(self.n_samples >= 0, f"{key}.n_samples", "must be >= 0")
+        _check(self.fit_max_problems >= 0, f"{key}.fit_max_problems", f"must be >= 0, got {self.fit_max_problems}")
         for k in self.k:
             _check(k >= 1, f"{key}.k", f"every k must be >= 1, got {k}")
             # pass@k comes from the n sampled completions only (never mixed with the greedy one);

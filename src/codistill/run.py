@@ -11,6 +11,7 @@ has been validated, so a bad value fails in about a second.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -56,6 +57,27 @@ def job_name(cfg: DictConfig) -> str:
     return f"{cfg.experiment_name}" + (f"[{','.join(short)}]" if short else "")
 
 
+def fit_problems(train: list, train_set: Path, limit: int) -> list:
+    """Up to ``limit`` of the training problems the student was trained on (their ids in
+    ``train_set.jsonl``), in the training split's order; the first ``limit`` training problems
+    when the file names none."""
+    ids: set[str] = set()
+    if train_set.exists():
+        for line in train_set.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                pid = json.loads(line).get("problem_id")
+                if pid is not None:
+                    ids.add(str(pid))
+    trained = [p for p in train if str(p.id) in ids] if ids else list(train)
+    return trained[:limit]
+
+
+def _ci(metrics: dict, key: str) -> str:
+    """``0.250`` or ``0.250 [0.100, 0.400]`` when the run has the key's 95% interval."""
+    lo, hi = metrics.get(f"{key}_ci95_lo"), metrics.get(f"{key}_ci95_hi")
+    return f"{metrics[key]:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
+
+
 def results_table(metrics: dict) -> str:
     """A short, human-readable summary of one run."""
     rows = [("run", f"{metrics.get('method')}: {metrics.get('teacher')} -> {metrics.get('student')} "
@@ -63,12 +85,27 @@ def results_table(metrics: dict) -> str:
     if "data/split" in metrics:
         rows.append(("split", metrics["data/split"]))
     if "eval_base/pass@1" in metrics:
-        rows.append(("base student pass@1", f"{metrics['eval_base/pass@1']:.3f}"))
-    for k in sorted(k for k in metrics if k.startswith("eval/pass@") and isinstance(metrics[k], float)):
+        rows.append(("base student pass@1", _ci(metrics, "eval_base/pass@1")))
+    for k in sorted(k for k in metrics
+                    if k.startswith("eval/pass@") and isinstance(metrics[k], float) and "_ci95" not in k):
         name = k[5:] + (f" ({metrics['eval/pass@1_source']})" if k == "eval/pass@1" and "eval/pass@1_source" in metrics
                         else "")
         rows.append((f"trained student {name}" if metrics.get("method") != "none" else f"student {name}",
-                     f"{metrics[k]:.3f}"))
+                     _ci(metrics, k)))
+    d = "eval/delta_vs_base/pass@1"
+    if d in metrics:
+        rows.append(("trained - base pass@1", f"{metrics[d]:+.3f} [{metrics[f'{d}_ci95_lo']:+.3f}, "
+                                              f"{metrics[f'{d}_ci95_hi']:+.3f}], p={metrics[f'{d}_p']:.3g} "
+                                              f"(paired, {metrics.get(f'{d}_n_problems', '?')} problems)"))
+        if metrics[f"{d}_ci95_lo"] <= 0 <= metrics[f"{d}_ci95_hi"]:
+            rows.append(("", f"the interval includes 0: this run does not show that training changed pass@1; "
+                             f"its test set resolves differences of about {metrics[f'{d}_mde80']:.2f} (80% power)"))
+        else:
+            rows.append(("", f"the interval excludes 0: training {'raised' if metrics[d] > 0 else 'lowered'} pass@1 "
+                             f"on these problems (one run: a seed sweep shows whether it holds across seeds)"))
+    if "train/fit_pass@1" in metrics:
+        rows.append(("fit pass@1 (trained-on)", f"{_ci(metrics, 'train/fit_pass@1')} on "
+                                                f"{metrics.get('train/fit_n_problems')} training problems"))
     for k in sorted(k for k in metrics if k.startswith("eval/step") and k.endswith("/pass@1")):
         rows.append((f"refinement {k[5:]}", f"{metrics[k]:.3f}"))
     if "data/sent_to_teacher" in metrics:
@@ -194,6 +231,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             metrics.update(ev)
             log_metrics(loggers, ev)
             log_eval_table(loggers, run_dir / "eval_samples.jsonl", test)
+            if result.pairs and rc.eval.fit_max_problems > 0:  # sanity: did it learn what it was shown?
+                fit = fit_problems(ctx.train, run_dir / "train_set.jsonl", rc.eval.fit_max_problems)
+                fit_cfg = dataclasses.replace(rc, eval=dataclasses.replace(rc.eval, greedy=True, n_samples=0, k=[1],
+                                                                           refine_steps=0))
+                fm = evaluate(model, tok, task, fit, fit_cfg, run_dir=run_dir, model_id=None,
+                              cache_root=ctx.cache_dir, samples_file="eval_fit_samples.jsonl")
+                metrics.update({"train/fit_pass@1": fm["eval/pass@1"], "train/fit_n_problems": len(fit)})
+            from codistill.stats import run_ci_metrics
+
+            ci = run_ci_metrics(run_dir, metrics)  # 95% intervals, trained - base with its p-value
+            metrics.update(ci)
+            log_metrics(loggers, ci)
         metrics["status"] = "ok"
     except Exception as e:
         metrics["status"] = "failed"
