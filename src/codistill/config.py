@@ -460,6 +460,27 @@ class EvalConfig:
         _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
 
 
+# --------------------------------------------------------------------------- decontamination
+@dataclass
+class DecontaminationConfig:
+    """Train/test overlap, measured before training (codistill.datasets.contamination): a test
+    problem is a near duplicate when ``near_dup_threshold`` of its word ``ngram``-grams occur in
+    one training problem; a run with more than ``max_near_dup_fraction`` of its test problems
+    near duplicates fails before training.  ``enabled: false`` skips the check (say why)."""
+
+    enabled: bool = True
+    ngram: int = 13  # as GPT-3's benchmark decontamination
+    near_dup_threshold: float = 0.5
+    max_near_dup_fraction: float = 0.1
+
+    def check(self, key: str) -> None:
+        _check(self.ngram >= 1, f"{key}.ngram", f"must be >= 1, got {self.ngram}")
+        _check(0.0 < self.near_dup_threshold <= 1.0, f"{key}.near_dup_threshold",
+               f"must be in (0, 1], got {self.near_dup_threshold}")
+        _check(0.0 <= self.max_near_dup_fraction <= 1.0, f"{key}.max_near_dup_fraction",
+               f"must be in [0, 1], got {self.max_near_dup_fraction}")
+
+
 # --------------------------------------------------------------------------- logging
 @dataclass
 class LoggerConfig:
@@ -493,6 +514,7 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8, temperature=0.6, max_new_tokens=256))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     seed: int = 0
     # seed of the sampled training data of a fixed source -- the teacher (EKT, KD, StanD samples,
     # PERsD refinements, code_alpaca's test inputs) and the untrained student's first round of
@@ -508,6 +530,15 @@ class RunConfig:
     def data_seed(self) -> int:
         """The seed the teacher samples training data with: ``teacher_seed``, else ``seed``."""
         return self.seed if self.teacher_seed is None else self.teacher_seed
+
+    def seed_metrics(self) -> dict:
+        """What the run's seeds varied, for metrics.json: ``seed/teacher`` (the seed the teacher's
+        training data was sampled with) and ``seed/teacher_mode`` -- ``per-run`` (teacher_seed
+        null: each seed of a sweep is a real replication, the teacher resampled too) or
+        ``shared`` (teacher_seed fixed: every seed reuses one teacher pass and varies only the
+        student's sampling, training and evaluation)."""
+        return {"seed/teacher": self.data_seed,
+                "seed/teacher_mode": "per-run" if self.teacher_seed is None else "shared"}
 
 
 METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
@@ -576,6 +607,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     rest.logger.check("logger")
     rest.train.check("train")
     rest.eval.check("eval")
+    rest.decontamination.check("decontamination")
     # multi-step inference refines with visible-test feedback: GSM has no visible tests
     _check(rest.eval.refine_steps == 0 or rest.dataset.task != "gsm", "eval.refine_steps",
            "multi-step refinement needs a code task with visible tests, got dataset.task=gsm")
