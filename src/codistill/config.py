@@ -326,9 +326,14 @@ class PERsDConfig(MethodConfig):
     ``persd_combined`` differ only in the training pairs they make)."""
 
     name: str = "persd"
-    attempt_temperature: float = 0.0  # the student's one attempt per problem: 0 = greedy (as PERsD)
+    # the student's one attempt per problem (0 = greedy); 0.3 as the PersDistill code samples it
+    # (scripts/chatgpt_ilf_pipeline_auto_feedback_alpaca.sh: TEMP=0.3 for gen_student_attempt)
+    attempt_temperature: float = 0.3
     keep: str = "unique"  # refinements kept per problem: first | unique (every distinct passing one)
     max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
+    # GSM-style tasks (the gold answer is the only test): name the expected answer in the feedback.
+    # false (default): a teacher shown the answer could pass by returning it without solving
+    reveal_answer: bool = False
 
     def check(self, key: str) -> None:
         _check(self.attempt_temperature >= 0, f"{key}.attempt_temperature", "must be >= 0")
@@ -517,8 +522,8 @@ class RunConfig:
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     seed: int = 0
     # seed of the sampled training data of a fixed source -- the teacher (EKT, KD, StanD samples,
-    # PERsD refinements, code_alpaca's test inputs) and the untrained student's first round of
-    # expert iteration; null: ``seed``.  Fix it in a seed sweep to let every seed share
+    # PERsD refinements, code_alpaca's test inputs) and the untrained student (its PERsD attempts,
+    # the first round of expert iteration); null: ``seed``.  Fix it in a seed sweep to let every seed share
     # one teacher pass: the seeds then vary the student's own sampling, training and evaluation.
     teacher_seed: Optional[int] = None
     cache_dir: str = MISSING
