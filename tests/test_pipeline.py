@@ -64,6 +64,7 @@ def test_sweep_writes_one_directory_and_wandb_run_per_job(tmp_path, cache):
         m = json.loads((d / "metrics.json").read_text())
         assert m["status"] == "ok", m.get("error")
         seeds.add(m["seed"])
+        assert (m["seed/teacher"], m["seed/teacher_mode"]) == (m["seed"], "per-run")  # real replications
         assert len(wandb_runs(d)) == 1
     assert seeds == {0, 1}
 
@@ -78,6 +79,7 @@ def test_a_fixed_teacher_seed_makes_one_teacher_pass_for_every_seed(tmp_path):
     assert set(ms) == {0, 1} and all(m["status"] == "ok" for m in ms.values())
     n = ms[0]["data/n_problems"]
     assert ms[0]["teacher/cached_prompts"] == 0 and ms[1]["teacher/cached_prompts"] == n  # one teacher pass
+    assert {(m["seed/teacher"], m["seed/teacher_mode"]) for m in ms.values()} == {(0, "shared")}
     job_dirs = sorted((f.parent for f in sweep.glob("*/metrics.json")),
                       key=lambda d: json.loads((d / "metrics.json").read_text())["seed"])
     gens = [[g["completion"] for g in read_jsonl(d / "generations.jsonl")] for d in job_dirs]
