@@ -48,7 +48,8 @@ def test_guidance_is_said_only_when_asked():
     from codistill.models.tiny import load_tiny_tokenizer
 
     task, tok = GSMTask("pal"), load_tiny_tokenizer()
-    attempt, fb = "def solution():\n    return 3 + 4\n", "Wrong answer: solution() returned 7, which is not the correct answer."
+    attempt = "def solution():\n    return 3 + 4\n"
+    fb = "Wrong answer: solution() returned 7, which is not the correct answer."
     for chat in (True, False):
         teacher = task.render_refine(PROBLEMS[0], attempt, fb, tok, chat=chat, guidance=REFINE_GUIDANCE)
         student = task.render_refine(PROBLEMS[0], attempt, fb, tok, chat=chat)

@@ -22,9 +22,10 @@ How overlap is measured (pure functions, :func:`measure`):
    overlap is the largest over its texts and every training problem, and it is a near
    duplicate when that is >= ``near_dup_threshold`` (exact duplicates count as near ones).
    The 13-gram is the size GPT-3's benchmarks were decontaminated with (Brown et al. 2020,
-   "Language Models are Few-Shot Learners", appendix C), the usual choice since.  A text of fewer than ``ngram`` words has
-   no n-gram; it is checked for exact duplicates only (GPT-3 compared such short texts whole:
-   here a few words such as ``return x + y`` would match half of any code corpus).
+   "Language Models are Few-Shot Learners", appendix C), the usual choice since.  A text of
+   fewer than ``ngram`` words has no n-gram; it is checked for exact duplicates only (GPT-3
+   looked for such short texts whole inside the training text: here a few words such as
+   ``return x + y`` would match half of any code corpus).
 
 The index holds only the n-grams that occur in some test text, so a pass over the training
 problems costs one hash look-up per training n-gram: HumanEval's 164 problems against
