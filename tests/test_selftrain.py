@@ -215,7 +215,8 @@ def test_stand_keeps_only_passing_zero_shot_teacher_programs(tmp_path, compose):
                  f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
                  "dataset.train_size=null", "dataset.test_size=null", "sampling.n=3", "sampling.temperature=0.7",
                  "sampling.max_new_tokens=48", "method.keep=unique", "generation.batch_size=15",
-                 "eval.enabled=false", "logger=csv"]
+                 "eval.enabled=false", "logger=csv",
+                 "decontamination.enabled=false"]  # the one test problem is a training problem (not evaluated)
     # the shared cache (CODISTILL_CACHE or ~/.cache/codistill): the packaged model is converted once
     p = run_cli([*overrides, f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=1800)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -260,7 +261,8 @@ def test_expert_iteration_resamples_only_unsolved_problems_and_trains_on_passing
                  f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
                  "dataset.train_size=null", "dataset.test_size=null", "method.rounds=2", "method.from_base=false",
                  "method.base_shots=2", "sampling.n=2", "sampling.temperature=0.7", "sampling.max_new_tokens=48",
-                 "generation.batch_size=10", "eval.enabled=false", "logger=csv", f"hydra.run.dir={run_dir}"],
+                 "generation.batch_size=10", "eval.enabled=false", "logger=csv", f"hydra.run.dir={run_dir}",
+                 "decontamination.enabled=false"],  # the one test problem is a training problem (not evaluated)
                 cwd=tmp_path, timeout=3600)
     assert p.returncode == 0, p.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())

@@ -332,9 +332,14 @@ class PERsDConfig(MethodConfig):
     ``persd_combined`` differ only in the training pairs they make)."""
 
     name: str = "persd"
-    attempt_temperature: float = 0.0  # the student's one attempt per problem: 0 = greedy (as PERsD)
+    # the student's one attempt per problem (0 = greedy); 0.3 as the PersDistill code samples it
+    # (scripts/chatgpt_ilf_pipeline_auto_feedback_alpaca.sh: TEMP=0.3 for gen_student_attempt)
+    attempt_temperature: float = 0.3
     keep: str = "unique"  # refinements kept per problem: first | unique (every distinct passing one)
     max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
+    # GSM-style tasks (the gold answer is the only test): name the expected answer in the feedback.
+    # false (default): a teacher shown the answer could pass by returning it without solving
+    reveal_answer: bool = False
 
     def check(self, key: str) -> None:
         _check(self.attempt_temperature >= 0, f"{key}.attempt_temperature", "must be >= 0")
@@ -473,6 +478,27 @@ class EvalConfig:
         _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
 
 
+# --------------------------------------------------------------------------- decontamination
+@dataclass
+class DecontaminationConfig:
+    """Train/test overlap, measured before training (codistill.datasets.contamination): a test
+    problem is a near duplicate when ``near_dup_threshold`` of its word ``ngram``-grams occur in
+    one training problem; a run with more than ``max_near_dup_fraction`` of its test problems
+    near duplicates fails before training.  ``enabled: false`` skips the check (say why)."""
+
+    enabled: bool = True
+    ngram: int = 13  # as GPT-3's benchmark decontamination
+    near_dup_threshold: float = 0.5
+    max_near_dup_fraction: float = 0.1
+
+    def check(self, key: str) -> None:
+        _check(self.ngram >= 1, f"{key}.ngram", f"must be >= 1, got {self.ngram}")
+        _check(0.0 < self.near_dup_threshold <= 1.0, f"{key}.near_dup_threshold",
+               f"must be in (0, 1], got {self.near_dup_threshold}")
+        _check(0.0 <= self.max_near_dup_fraction <= 1.0, f"{key}.max_near_dup_fraction",
+               f"must be in [0, 1], got {self.max_near_dup_fraction}")
+
+
 # --------------------------------------------------------------------------- logging
 @dataclass
 class LoggerConfig:
@@ -506,10 +532,11 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8, temperature=0.6, max_new_tokens=256))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     seed: int = 0
     # seed of the sampled training data of a fixed source -- the teacher (EKT, KD, StanD samples,
-    # PERsD refinements, code_alpaca's test inputs) and the untrained student's first round of
-    # expert iteration; null: ``seed``.  Fix it in a seed sweep to let every seed share
+    # PERsD refinements, code_alpaca's test inputs) and the untrained student (its PERsD attempts,
+    # the first round of expert iteration); null: ``seed``.  Fix it in a seed sweep to let every seed share
     # one teacher pass: the seeds then vary the student's own sampling, training and evaluation.
     teacher_seed: Optional[int] = None
     cache_dir: str = MISSING
@@ -522,6 +549,15 @@ class RunConfig:
     def data_seed(self) -> int:
         """The seed the teacher samples training data with: ``teacher_seed``, else ``seed``."""
         return self.seed if self.teacher_seed is None else self.teacher_seed
+
+    def seed_metrics(self) -> dict:
+        """What the run's seeds varied, for metrics.json: ``seed/teacher`` (the seed the teacher's
+        training data was sampled with) and ``seed/teacher_mode`` -- ``per-run`` (teacher_seed
+        null: each seed of a sweep is a real replication, the teacher resampled too) or
+        ``shared`` (teacher_seed fixed: every seed reuses one teacher pass and varies only the
+        student's sampling, training and evaluation)."""
+        return {"seed/teacher": self.data_seed,
+                "seed/teacher_mode": "per-run" if self.teacher_seed is None else "shared"}
 
 
 METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
@@ -612,6 +648,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     _choice(rest.sweep_lock, "sweep_lock", ("wait", "skip"))
     rest.train.check("train")
     rest.eval.check("eval")
+    rest.decontamination.check("decontamination")
     # multi-step inference refines with visible-test feedback: GSM has no visible tests
     _check(rest.eval.refine_steps == 0 or rest.dataset.task != "gsm", "eval.refine_steps",
            "multi-step refinement needs a code task with visible tests, got dataset.task=gsm")

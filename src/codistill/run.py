@@ -175,6 +175,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             test = test[:rc.eval.max_problems]
         ctx.test = test
         metrics.update({"data/n_train_problems": len(train), "data/n_test_problems": len(test)})
+        metrics.update(rc.seed_metrics())  # seed/teacher, seed/teacher_mode: what the seeds vary
+        from codistill.datasets.contamination import check as check_contamination
+
+        check_contamination(rc.decontamination, train, test, run_dir, metrics)  # fails on train/test overlap
         if (rc.eval_dataset or rc.dataset).name == "humaneval":
             from codistill.datasets.humaneval import describe_split
 
