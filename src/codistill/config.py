@@ -138,9 +138,10 @@ class DatasetConfig:
     min_tests: int = 3
     max_tests: int = 10
     tests_max_new_tokens: int = 256
+    file: Optional[str] = None  # humaneval_plus / mbpp_plus: a local file in EvalPlus's JSONL format
 
     def check(self, key: str) -> None:
-        _choice(self.task, f"{key}.task", ("gsm", "humaneval", "mbpp"))
+        _choice(self.task, f"{key}.task", ("gsm", "humaneval", "mbpp", "humaneval_plus", "mbpp_plus"))
         for k in ("train_size", "test_size"):
             v = getattr(self, k)
             _check(v is None or v >= 0, f"{key}.{k}", f"must be >= 0 or null, got {v}")
