@@ -92,6 +92,9 @@ def results_table(metrics: dict) -> str:
                         else "")
         rows.append((f"trained student {name}" if metrics.get("method") != "none" else f"student {name}",
                      _ci(metrics, k)))
+    for k in sorted(k for k in metrics if k.startswith(("eval_base/plus/pass@", "eval/plus/pass@"))
+                    and isinstance(metrics[k], float) and "_ci95" not in k):  # EvalPlus: base + plus tests
+        rows.append((f"{'base student' if k.startswith('eval_base') else 'student'} {k.split('/', 1)[1]}", _ci(metrics, k)))
     d = "eval/delta_vs_base/pass@1"
     if d in metrics:
         rows.append(("trained - base pass@1", f"{metrics[d]:+.3f} [{metrics[f'{d}_ci95_lo']:+.3f}, "
@@ -245,6 +248,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from codistill.stats import run_ci_metrics
 
             ci = run_ci_metrics(run_dir, metrics)  # 95% intervals, trained - base with its p-value
+            from codistill.evaluation.plus import plus_ci_metrics
+
+            ci.update(plus_ci_metrics(run_dir, metrics))  # EvalPlus: the plus figures' intervals
             metrics.update(ci)
             log_metrics(loggers, ci)
         metrics["status"] = "ok"

@@ -115,10 +115,10 @@ def problem_from_record(record: object, where: str, flavour: str, deserialize=No
 
 
 def _mbpp_deserializer():
-    if not evalplus_available():
+    try:  # evalplus's data module needs its own dependencies (wget, tempdir, appdirs)
+        from evalplus.data.mbpp import mbpp_deserialize_inputs
+    except ImportError:
         return None
-    from evalplus.data.mbpp import mbpp_deserialize_inputs
-
     return mbpp_deserialize_inputs
 
 

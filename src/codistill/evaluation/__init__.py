@@ -88,6 +88,10 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
         judged = judge_completions(task, problems, prompts, comps, timeout_s=cfg.task.timeout_s,
                                    memory_mb=cfg.task.memory_mb)
         metrics.update(pass_metrics(judged, kind, sampling.n, ev, prefix="eval/"))
+        if getattr(task, "plus_tests", False):  # EvalPlus: the same samples on base + plus tests
+            from codistill.evaluation.plus import plus_view
+
+            metrics.update(pass_metrics(plus_view(judged), kind, sampling.n, ev, prefix="eval/plus/"))
         metrics[f"eval/{kind}_tokens_per_s"] = stats["tokens_per_s"]
         for row, js in zip(rows, judged):
             row["samples"].extend({"kind": kind, "completion": j.completion, "program": j.program,
@@ -111,4 +115,7 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
     with (run_dir / samples_file).open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, default=str) + "\n")
+    from codistill.evaluation.exports import write_exports
+
+    write_exports(run_dir, samples_file, problems, rows)  # EvalPlus samples + bigcode generations
     return metrics
