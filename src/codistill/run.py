@@ -135,6 +135,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from codistill.models import check_hardware
 
     check_hardware(rc)  # e.g. QLoRA without CUDA: a ConfigError before anything loads
+    from codistill.evaluation import student_backend
+
+    student_backend.check(rc)  # generation=vllm evaluates the trained student from its saved checkpoint
     # trainer.devices > 1: codistill starts the other ranks here (codistill.distributed); ranks
     # other than 0 write their artifacts to a scratch dir, only training shares the run dir
     dist = distributed.start(rc.trainer, cfg, run_dir)
@@ -233,8 +236,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from codistill.models import resolve_dtype
 
             model.to(resolve_dtype(rc.student.dtype))
+            eval_backend = student_backend.build(student_backend.choose(rc, trained=bool(result.pairs),
+                                                                        run_dir=run_dir), rc, model)
             ev = evaluate(model, tok, eval_task, test, rc, run_dir=run_dir, model_id=student_id,
-                          cache_root=ctx.cache_dir)
+                          cache_root=ctx.cache_dir, backend=eval_backend)
             metrics.update(ev)
             log_metrics(loggers, ev)
             log_eval_table(loggers, run_dir / "eval_samples.jsonl", test)
@@ -243,7 +248,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 fit_cfg = dataclasses.replace(rc, eval=dataclasses.replace(rc.eval, greedy=True, n_samples=0, k=[1],
                                                                            refine_steps=0))
                 fm = evaluate(model, tok, task, fit, fit_cfg, run_dir=run_dir, model_id=None,
-                              cache_root=ctx.cache_dir, samples_file="eval_fit_samples.jsonl")
+                              cache_root=ctx.cache_dir, samples_file="eval_fit_samples.jsonl", backend=eval_backend)
                 metrics.update({"train/fit_pass@1": fm["eval/pass@1"], "train/fit_n_problems": len(fit)})
             from codistill.stats import run_ci_metrics
 

@@ -63,7 +63,8 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
 
     ``backend``: a generation backend to sample with (``model`` may then be None); default an
     hf backend over ``model`` with ``cfg.generation``'s batch settings.  The run evaluates a
-    trained student, which lives in memory, with hf whatever ``generation.backend`` says.
+    trained student with hf over the in-memory model, or with vLLM over its saved checkpoint
+    where the student is sampled with vLLM (codistill.evaluation.student_backend).
     """
     from codistill.generation.hf import HFBackend
 
