@@ -97,6 +97,7 @@ class ModelConfig:
     # how this role is sampled, when not as the `generation` group says: e.g. a teacher served by
     # an OpenAI-compatible server (backend: openai) next to a local student
     backend: Optional[str] = None  # null | hf | vllm | openai
+    push_to_hub: Optional[str] = None  # student only: a hub repo id the trained student is pushed to (codistill.publishing)
 
     def check(self, key: str) -> None:
         _choice(self.source, f"{key}.source", ("hub", "local", "packaged_gguf", "tiny"))
@@ -645,6 +646,9 @@ def validate(cfg: DictConfig) -> RunConfig:
 
             dataclasses.replace(rest.generation, backend=backend).check(f"generation[{role}.backend={backend}]")
     rest.trainer.check("trainer")
+    _check(rest.teacher.push_to_hub is None, "teacher.push_to_hub", "only the trained student is published")
+    _check(not rest.student.push_to_hub or rest.train.save_student, "student.push_to_hub",
+           "pushes the saved student: set train.save_student=true")
     rest.logger.check("logger")
     _choice(rest.sweep_lock, "sweep_lock", ("wait", "skip"))
     rest.train.check("train")

@@ -122,6 +122,9 @@ def results_table(metrics: dict) -> str:
         rows.append(("training", f"{metrics.get('train/steps')} steps, {metrics['train/tokens_per_s']:.0f} tokens/s"))
     rows.append(("time", f"{metrics.get('time/total_s', 0):.1f} s"))
     rows.append(("status", str(metrics.get("status"))))
+    if "publish/repo_id" in metrics:  # student.push_to_hub
+        rows.append(("publish", f"FAILED: {metrics['publish/error']}" if "publish/error" in metrics
+                     else f"pushed to {metrics['publish/repo_id']}"))
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"  {a:<{w}}  {b}" for a, b in rows)
 
@@ -274,6 +277,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from codistill.tracking import finish
 
             finish(loggers, {k: v for k, v in metrics.items() if k != "traceback"})
+    if rc.student.push_to_hub and metrics["status"] == "ok" and dist.is_zero:  # results saved first, never lost
+        from codistill.publishing import publish
+
+        metrics.update(publish(rc.student.push_to_hub, run_dir, metrics, redact(OmegaConf.to_yaml(cfg, resolve=True))))
+        write_metrics(run_dir, metrics)
     if other:
         raise RuntimeError(other)
     return metrics
