@@ -4,7 +4,6 @@ student is sampled with vLLM, hf over the in-memory model otherwise (vLLM itself
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
