@@ -149,3 +149,17 @@ def test_sigint_exits_130_and_records_it_without_requeue(tmp_path):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "interrupted" and m["signal"] == "SIGINT"
     assert not (tmp_path / "scontrol.log").exists()  # not under SLURM
+
+
+def test_an_expert_iteration_round_rerun_under_another_lr_trains_again(compose, tmp_path):
+    """Issue 14.2 for expert iteration's own per-round checkpoints (rounds/<r>/checkpoints)."""
+    from codistill.methods.expert_iteration import ExpertIteration
+    from test_selftrain import EXAMPLES, _ctx, _weights
+
+    ctx = _ctx(compose, tmp_path)
+    w1 = _weights(ExpertIteration(ctx.cfg.method).train_round(ctx, None, EXAMPLES, 1)[0])
+    ctx = _ctx(compose, tmp_path, "train.lr=1e-9")
+    s, st = ExpertIteration(ctx.cfg.method).train_round(ctx, None, EXAMPLES, 1)
+    assert "train/resumed_from_step" not in st and st["train/steps"] >= 2
+    assert (tmp_path / "rounds" / "1" / "checkpoints" / "last.ckpt.stale").exists()
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(s).values(), w1.values()))  # not the old student
