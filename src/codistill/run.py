@@ -201,7 +201,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     finally:
         other = dist.stop(ok=metrics["status"] == "ok")  # another rank's failure fails the run
-        if other:
+        if other and metrics["status"] != "interrupted":  # (the other ranks got the signal too)
             metrics.update({"status": "failed", "error": other})
         metrics["time/total_s"] = round(time.perf_counter() - t0, 2)
         write_metrics(run_dir, metrics)
