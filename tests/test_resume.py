@@ -15,7 +15,6 @@ import torch
 
 from codistill import faults, interrupt
 from codistill.config import validate
-from conftest import ROOT
 
 PAIRS = [{"prompt": f"Question: what is {i} plus {i}?\n", "completion": f"def solution():\n    return {i} + {i}\n"}
          for i in range(12)]

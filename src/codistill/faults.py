@@ -24,7 +24,7 @@ _counts: dict[str, int] = {}
 def parse(spec: str) -> tuple[str, str, signal.Signals]:
     """``"train_step:3:term"`` -> (``"train_step"``, ``"3"``, SIGTERM)."""
     parts = spec.strip().split(":")
-    if len(parts) not in (2, 3) or parts[-1 if len(parts) == 2 else 2] == "":
+    if len(parts) not in (2, 3) or not all(parts):
         raise ValueError(f"CODISTILL_FAULT={spec!r}: expected <point>:<arg>[:kill|term|int]")
     action = parts[2] if len(parts) == 3 else "kill"
     if action not in ACTIONS:

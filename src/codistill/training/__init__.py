@@ -71,8 +71,9 @@ def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int, model=N
         precision=resolve_precision(t.precision, t.accelerator), max_epochs=max_epochs, max_steps=t.max_steps,
         accumulate_grad_batches=cfg.train.grad_accum,
         gradient_clip_val=cfg.train.grad_clip or None, log_every_n_steps=t.log_every_n_steps,
-        logger=loggers or False, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=t.enable_progress_bar,
-        enable_model_summary=False, default_root_dir=str(run_dir), num_sanity_val_steps=0, plugins=_slurm_plugins(),
+        logger=loggers or False, callbacks=callbacks, enable_checkpointing=False,  # ResumeCheckpoint writes them
+        enable_progress_bar=t.enable_progress_bar, enable_model_summary=False, default_root_dir=str(run_dir),
+        num_sanity_val_steps=0, plugins=_slurm_plugins(),
     )
 
 
