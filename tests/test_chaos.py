@@ -36,6 +36,11 @@ def _figures(run_dir):
     return {k: v for k, v in m.items() if not any(v_ in k for v_ in VOLATILE)}
 
 
+def _wandb_run_ids(run_dir):
+    """Distinct W&B run ids among the job's offline runs (``offline-run-<time>-<id>``)."""
+    return {d.name.rsplit("-", 1)[1] for d in (run_dir / "wandb").glob("offline-run-*")}
+
+
 def _same_as(reference, run_dir):
     assert _figures(run_dir) == _figures(reference)
     for f in FILES:  # the same teacher samples, training set, and the trained student's completions
@@ -69,6 +74,7 @@ def test_sigkill_in_generation_training_and_evaluation_then_rerun_equals_an_unin
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "ok" and m["train/resumed_from_step"] == 12  # no step trained twice or lost
     assert m["train/tokens_per_s"] > 0
+    assert len(_wandb_run_ids(run_dir)) == 1  # four processes, one W&B run for the job
     _same_as(reference, run_dir)
 
 
@@ -89,4 +95,5 @@ def test_sigterm_saves_records_and_exits_143_and_a_torn_checkpoint_is_set_aside_
     assert (run_dir / "checkpoints" / "last.ckpt.corrupt").exists()
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "ok" and "train/resumed_from_step" not in m  # that stage started afresh
+    assert len(_wandb_run_ids(run_dir)) == 1
     _same_as(reference, run_dir)

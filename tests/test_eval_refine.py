@@ -49,6 +49,29 @@ def test_only_attempts_failing_visible_tests_are_refined_with_visible_feedback()
     assert "# Failed test: assert truncate_number(3.5) == 0.5" in prompt
     assert "1.33" not in prompt and "123.456" not in prompt  # the hidden tests stay hidden
     assert prompt.startswith(problems[1].meta["prompt"] + "    return number")
-    ev = SimpleNamespace(k=[1], greedy=True)
+    ev = SimpleNamespace(k=[1], greedy=True, n_samples=0)
     figures = [pass_metrics(js, "greedy", 1, ev, prefix="")["pass@1"] for js in [judged] + [s.judged for s in steps]]
     assert figures == [1 / 3, 2 / 3, 2 / 3]
+
+
+def test_identical_refinement_prompts_in_two_chains_are_sampled_independently():
+    """Four chains of one problem fail with the same program, so their refinement prompts are
+    identical; sampled refinement (T=1, a real tiny model) must still draw each chain's own
+    completion, not one shared by the four (issue 14: prompt de-duplication biased pass@k)."""
+    from codistill.config import ModelConfig, TinyConfig
+    from codistill.generation.hf import HFBackend
+    from codistill.models import load_model, load_tokenizer
+
+    cfg = ModelConfig(name="tiny", source="tiny", chat=False, dtype="float32",
+                      tiny=TinyConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128))
+    model, tok = load_model(cfg, "/nonexistent-cache"), load_tokenizer(cfg, "/nonexistent-cache")
+    task = HumanEvalTask()
+    problem = next(p for p in read_humaneval() if p.id == "HumanEval/2")
+    prompt = task.render(problem, tok, chat=False, shots=0)
+    judged = judge_completions(task, [problem], [prompt], [["    return number\n"] * 4], timeout_s=5, memory_mb=1024)
+    sampling = SamplingConfig(n=4, temperature=1.0, top_p=1.0, max_new_tokens=12, stop=list(task.stop))
+    [step] = refine_steps(HFBackend(model, tok, batch_size=8), tok, task, [problem], judged, sampling, steps=1,
+                          chat=False, seed=0, model_id=None, cache_root=None, timeout_s=5, memory_mb=1024)
+    assert step.refined == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert len({step.feedback[ik] for ik in step.refined}) == 1  # the same prompt for every chain
+    assert len({j.completion for j in step.judged[0]}) > 1  # yet the chains' refinements differ

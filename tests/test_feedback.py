@@ -138,9 +138,11 @@ def test_refinement_prompt_holds_task_attempt_and_feedback_and_keeps_the_prefix(
     assert task.target(chat, program) == "    return number % 1.0\n```"
 
 
-def test_gsm_feedback_names_the_returned_value_and_the_answer():
-    """GSM's only test is the gold answer: a wrong program is told what it returned and what was
-    expected, a crashing one its exception, a correct one nothing -- made from the real sandbox run."""
+def test_gsm_feedback_names_the_returned_value_not_the_answer():
+    """GSM's only test is the gold answer: a wrong program is told what it returned and that it is
+    wrong -- the expected value only with reveal_answer (method.reveal_answer), since a teacher
+    shown it can pass by returning it -- a crashing one its exception, a correct one nothing --
+    made from the real sandbox run."""
     from codistill.tasks.base import Problem
     from codistill.tasks.feedback import collect_feedback
     from codistill.tasks.gsm import GSMTask
@@ -153,7 +155,11 @@ def test_gsm_feedback_names_the_returned_value_and_the_answer():
     results = run_programs([task.check_program(prob, p) for p in programs], timeout_s=5)
     fb = collect_feedback(task, [prob] * 3, programs, visible=False, timeout_s=5, memory_mb=512, results=results)
     assert fb[0] is None
-    assert fb[1] == "Wrong answer: solution() returned 7\nExpected: 12"
+    assert fb[1] == "Wrong answer: solution() returned 7, which is not the correct answer."
+    assert "12" not in fb[1]
+    shown = collect_feedback(task, [prob], programs[1:2], visible=False, timeout_s=5, memory_mb=512,
+                             results=results[1:2], reveal_answer=True)
+    assert shown == ["Wrong answer: solution() returned 7\nExpected: 12"]
     assert fb[2].startswith("The program raised ZeroDivisionError")
     # at test time (visible tests only) GSM gives no feedback: the answer is hidden
     assert collect_feedback(task, [prob], programs[1:2], visible=True, timeout_s=5, memory_mb=512,

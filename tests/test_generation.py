@@ -3,7 +3,7 @@ import warnings
 import pytest
 
 from codistill.config import ModelConfig, SamplingConfig, TinyConfig
-from codistill.generation import generate, open_cache
+from codistill.generation import generate, generate_each, open_cache
 from codistill.generation.hf import HFBackend
 
 
@@ -85,6 +85,25 @@ def test_greedy_cache_is_shared_by_every_seed(tiny, tmp_path):
     again, st2 = generate(backend, PROMPTS, s, seed=7, model_id="tiny-x", cache_root=tmp_path)
     assert st1["generated_prompts"] == 3 and st2["cached_prompts"] == 3 and st2["generated_prompts"] == 0
     assert again == first == backend.generate(PROMPTS, s, seed=7)  # greedy: the seed changes nothing
+
+
+def test_generate_each_draws_every_entry_independently(tiny, tmp_path):
+    """Repeated prompts are separate chains: independent draws, each cached under its own key, so
+    a rerun gives the same ones; a prompt's first chain is what ``generate`` draws for it."""
+    model, tok = tiny
+    s = SamplingConfig(n=1, temperature=1.0, top_p=1.0, max_new_tokens=8)
+    backend = HFBackend(model, tok, batch_size=4)
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[0], PROMPTS[2]]
+    out, st = generate_each(backend, prompts, s, seed=3, model_id="tiny-x", cache_root=tmp_path)
+    assert len(out) == 5 and st["generated_prompts"] == 5
+    assert len({out[0], out[2], out[3]}) == 3 and out[1] != out[4]  # identical prompts, different draws
+    once, _ = generate(backend, PROMPTS[::2], s, seed=3, model_id="tiny-x", cache_root=tmp_path)
+    assert [c[0] for c in once] == [out[0], out[1]]
+    again, st2 = generate_each(backend, prompts, s, seed=3, model_id="tiny-x", cache_root=tmp_path)
+    assert again == out and st2["cached_prompts"] == 5 and st2["generated_prompts"] == 0
+    greedy, _ = generate_each(backend, prompts, SamplingConfig(n=1, max_new_tokens=8), seed=3, model_id=None,
+                              cache_root=None)
+    assert greedy[0] == greedy[2] == greedy[3] and greedy[1] == greedy[4]  # greedy: one answer per prompt
 
 
 # --------------------------------------------------------------------------- hf per-step speed-ups
@@ -176,13 +195,16 @@ def test_auto_batch_size_on_cpu(tiny):
 
 
 # --------------------------------------------------------------------------- backend choice
-def test_backend_identity_differs_only_where_outputs_do():
+def test_backend_identity_names_the_backend(tiny):
     from codistill.config import GenerationConfig, OpenAIConfig
     from codistill.generation import backend_identity
 
     m = ModelConfig(name="smol", source="tiny")
-    assert backend_identity(GenerationConfig(backend="hf", batch_size="auto", static_cache=True), m, "id") == "id"
-    assert backend_identity(GenerationConfig(backend="vllm"), m, "id") == "id|vllm"
+    with pytest.raises(ValueError, match="loaded model"):  # hf reads the dtype and device from the model
+        backend_identity(GenerationConfig(backend="hf"), m, "id")
+    hf = backend_identity(GenerationConfig(backend="hf"), m, "id", model=tiny[0])
+    assert hf.startswith("id|hf:") and "dtype=float32" in hf and "device=cpu" in hf
+    assert backend_identity(GenerationConfig(backend="vllm"), m, "id").startswith("id|vllm:")
     o = GenerationConfig(backend="openai", openai=OpenAIConfig(base_url="http://h:1/v1/"))
     assert backend_identity(o, m, "id") == "openai:http://h:1/v1:smol"
     o.openai.model = "served"

@@ -171,11 +171,10 @@ def test_online_and_cached_give_the_same_loss_and_the_store_is_reused_and_resume
 def _seed_teacher_cache(rc, ctx, completions_for):
     """Write the teacher's samples into the generation cache, keyed as EKT/KD draw them."""
     from codistill.generation import open_cache
-    from codistill.models import model_identity
 
     t_tok = ctx.tokenizer("teacher")
     sampling = dataclasses.replace(rc.sampling, stop=list(rc.sampling.stop or ctx.task.stop))
-    cache = open_cache(ctx.cache_dir, model_identity(rc.teacher), sampling, rc.seed)
+    cache = open_cache(ctx.cache_dir, ctx.backend("teacher")[2], sampling, rc.seed)
     cache.append([(ctx.task.render(p, t_tok, chat=rc.teacher.chat, shots=rc.task.num_shots).text,
                    completions_for(p)) for p in ctx.train])
 

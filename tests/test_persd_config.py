@@ -8,7 +8,7 @@ from codistill.config import ConfigError, validate
 @pytest.mark.parametrize("method", ["persd", "persd_refine", "persd_combined"])
 def test_persd_methods_compose_on_humaneval(compose, method):
     rc = validate(compose(f"method={method}", "dataset=humaneval", "eval.refine_steps=2"))
-    assert rc.method.name == method and rc.method.attempt_temperature == 0.0 and rc.method.keep == "unique"
+    assert rc.method.name == method and rc.method.attempt_temperature == 0.3 and rc.method.keep == "unique"
     assert rc.eval.refine_steps == 2
 
 

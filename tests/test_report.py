@@ -4,6 +4,7 @@ import json
 import struct
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from codistill.report import aggregate, format_table, load_sweep, main, pass_columns, plot, summary, to_markdown
@@ -100,3 +101,84 @@ def test_cli_writes_csv_and_png_and_rejects_a_missing_dir(sweep, tmp_path, capsy
     assert "| ekt | 2 | 0.400 ± 0.141 |" in (tmp_path / "out" / "report.md").read_text()
     assert main([str(tmp_path / "nope")]) == 2
     assert "no such sweep directory" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- uncertainty
+def write_samples(d: Path, passed: list[int], name: str = "eval_samples.jsonl"):
+    """One greedy sample per problem p0, p1, ... with the given 0/1 results."""
+    (d / name).write_text("".join(json.dumps({"problem_id": f"p{i}", "samples": [{"kind": "greedy", "passed": bool(v)}]})
+                                  + "\n" for i, v in enumerate(passed)))
+
+
+def job_with_samples(sweep: Path, name: str, method: str, seed: int, passed: list[int], base: list[int] | None = None,
+                     **extra):
+    m = job(method, seed, sum(passed) / len(passed), **extra)
+    if base is not None:
+        m["eval_base/pass@1"] = sum(base) / len(base)
+    write_job(sweep, name, **m)
+    write_samples(sweep / name, passed)
+    if base is not None:
+        write_samples(sweep / name, base, "eval_base_samples.jsonl")
+
+
+def test_report_gives_intervals_differences_and_says_when_the_test_set_is_too_small(tmp_path, capsys):
+    s = tmp_path / "s"
+    none, ekt = [1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0]
+    for seed in (0, 1):
+        job_with_samples(s, f"{seed}_none", "none", seed, none, **{"seed/teacher": 0})
+        job_with_samples(s, f"{seed}_ekt", "ekt", seed, ekt, base=none, **{"seed/teacher": 0})
+    assert main([str(s), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    ci = pd.read_csv(tmp_path / "out" / "report_ci.csv").set_index(["config", "metric"])
+    assert ci.loc[("ekt", "eval/pass@1"), "value"] == 0.25 and ci.loc[("ekt", "eval/pass@1"), "seeds"] == 2
+    assert ci.loc[("ekt", "eval/pass@1"), "ci95_lo"] < 0.25 < ci.loc[("ekt", "eval/pass@1"), "ci95_hi"]
+    assert ci.loc[("ekt", "eval_base/pass@1"), "value"] == 0.125
+    diffs = pd.read_csv(tmp_path / "out" / "report_differences.csv")
+    assert list(zip(diffs["a"], diffs["b"])) == [("ekt", "none"), ("ekt", "base student")]
+    row = diffs.iloc[0]
+    assert row["diff"] == 0.125 and row["p"] == 1.0 and not row["resolved"]  # one problem differs: p = 2/2
+    assert row["mde80"] == pytest.approx(2.8016 * 0.3535534 / 8 ** 0.5, rel=1e-3)  # observed sd of the differences
+    assert "not resolvable at this size: the test set of 8 problems resolves differences of about 0.35" in out
+    assert "no difference is resolved: the methods are not ranked" in out
+    assert "ekt: seeds 0, 1 varied the student's training/eval seed only; the teacher pass was shared" in out
+    assert "none: seeds 0, 1 varied the untrained student's evaluation sampling only" in out
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## paired differences" in md and "| ekt | none | pass@1 | 8 | +0.125 |" in md
+
+
+def test_a_resolved_difference_names_its_direction_and_pairs_without_none(tmp_path, capsys):
+    s = tmp_path / "s"
+    job_with_samples(s, "0_kd", "kd", 0, [0] * 20)
+    job_with_samples(s, "1_ekt", "ekt", 0, [1] * 12 + [0] * 8)
+    assert main([str(s)]) == 0
+    out = capsys.readouterr().out
+    assert "kd vs ekt (pass@1): -0.600 [" in out and "p=0.000488: kd lower (the interval excludes 0)" in out  # 2/2**12
+    ci = pd.read_csv(s / "report_ci.csv").set_index(["config", "metric"])
+    kd = ci.loc[("kd", "eval/pass@1")]
+    assert kd["interval"] == "clopper-pearson" and kd["ci95_hi"] == pytest.approx(0.1684, abs=1e-4)
+    assert ci.loc[("kd", "eval/pass@1_greedy"), "value"] == 0.0  # the greedy figure has its interval too
+    assert "\nseeds: " not in out and "not ranked" not in out
+
+
+def test_a_bad_samples_file_is_named_and_the_table_is_kept(tmp_path, capsys):
+    s = tmp_path / "s"
+    job_with_samples(s, "0_ekt", "ekt", 0, [1, 0])
+    (s / "0_ekt" / "eval_samples.jsonl").write_text('{"problem_id": "p0", "samples": []}\nnot json\n')
+    assert main([str(s)]) == 2
+    assert "eval_samples.jsonl:2: not JSON" in capsys.readouterr().err
+    assert (s / "report.csv").exists() and (s / "report.png").exists()
+
+
+@pytest.mark.parametrize("extra, says", [
+    ({}, "ekt: seeds 0, 1 varied `seed`; metrics.json does not record the teacher's seed"),
+    ({"seed/teacher": "seed", "seed/teacher_mode": "per_seed"},
+     "ekt: seeds 0, 1 varied the student's training/eval seed and the teacher's sampling (teacher seeds 0, 1) "
+     "(seed/teacher_mode: per_seed)")])
+def test_seeds_note_says_what_the_seeds_varied(tmp_path, extra, says):
+    from codistill.report import seeds_note
+
+    s = tmp_path / "s"
+    for seed in (0, 1):
+        m = {k: (seed if v == "seed" else v) for k, v in extra.items()}
+        write_job(s, f"{seed}", **job("ekt", seed, 0.1, **m))
+    assert seeds_note(load_sweep(s), s) == [says]

@@ -131,6 +131,26 @@ def test_rounds_train_from_the_base_or_continue_and_resume_their_own_checkpoints
     assert c2 is c1 and not _same(_weights(c2), w1)
 
 
+def test_a_round_after_one_that_kept_nothing_draws_fresh_samples(compose, tmp_path):
+    """Round 1 keeps nothing (the tiny random student cannot hit these golds), so round 2 samples
+    the same base student on the same prompts: it must draw new samples, not round 1's from the
+    generation cache (issue 14: 24 of 24 were identical)."""
+    from codistill.methods.expert_iteration import ExpertIteration, round_seed
+    from codistill.tasks.base import Problem
+
+    ctx = _ctx(compose, tmp_path / "run", "method.rounds=2", "sampling.n=3")
+    ctx.train = [Problem(id=f"u{i}", question=q, answer=float(a)) for i, (q, a) in enumerate(UNSOLVABLE)]
+    result = ExpertIteration(ctx.cfg.method).build(ctx)
+    gens = read_jsonl(tmp_path / "run" / "generations.jsonl")
+    by_round = {r: [(g["problem_id"], g["sample"], g["completion"]) for g in gens if g["round"] == r] for r in (1, 2)}
+    assert len(by_round[1]) == len(by_round[2]) == 6 and not any(g["passed"] for g in gens)
+    assert [k[:2] for k in by_round[1]] == [k[:2] for k in by_round[2]]  # the same prompts again
+    assert sum(a[2] != b[2] for a, b in zip(by_round[1], by_round[2])) == 6  # every sample drawn afresh
+    assert result.metrics["data/round1/seed"] == ctx.cfg.data_seed
+    assert result.metrics["data/round2/seed"] == round_seed(ctx.cfg.data_seed, 2) != ctx.cfg.data_seed
+    assert len(list((tmp_path / "run" / "cache" / "generations").glob("*.jsonl"))) == 2  # one cache file per round
+
+
 # --------------------------------------------------------------------------- whole runs
 @pytest.mark.slow
 def test_stand_on_a_humaneval_split_judges_teacher_code_with_the_tests(tmp_path):
@@ -182,7 +202,8 @@ def test_stand_keeps_only_passing_zero_shot_teacher_programs(tmp_path, compose):
     from codistill.datasets import load_problems
     from codistill.execution import Program, run_programs
     from codistill.generation import GenerationCache, open_cache
-    from codistill.models import load_tokenizer, model_identity
+    from codistill.methods.base import RunContext
+    from codistill.models import load_tokenizer
     from codistill.tasks import build_task
     from codistill.tasks.gsm import answers_match
 
@@ -194,7 +215,8 @@ def test_stand_keeps_only_passing_zero_shot_teacher_programs(tmp_path, compose):
                  f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
                  "dataset.train_size=null", "dataset.test_size=null", "sampling.n=3", "sampling.temperature=0.7",
                  "sampling.max_new_tokens=48", "method.keep=unique", "generation.batch_size=15",
-                 "eval.enabled=false", "logger=csv"]
+                 "eval.enabled=false", "logger=csv",
+                 "decontamination.enabled=false"]  # the one test problem is a training problem (not evaluated)
     # the shared cache (CODISTILL_CACHE or ~/.cache/codistill): the packaged model is converted once
     p = run_cli([*overrides, f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=1800)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -217,7 +239,8 @@ def test_stand_keeps_only_passing_zero_shot_teacher_programs(tmp_path, compose):
     task, (train, _) = build_task(rc.dataset.task, rc.task), load_problems(rc.dataset)
     tok = load_tokenizer(rc.teacher, cache)
     sampling = dataclasses.replace(rc.sampling, stop=list(rc.sampling.stop or task.stop))
-    answered = set(open_cache(cache, model_identity(rc.teacher), sampling, rc.seed).load())
+    ctx = RunContext(cfg=rc, run_dir=tmp_path, task=task, train=train, test=[], cache_dir=cache)
+    answered = set(open_cache(cache, ctx.backend("teacher")[2], sampling, rc.seed).load())
     zero_shot, few_shot = ({GenerationCache.prompt_key(task.render(q, tok, chat=rc.teacher.chat, shots=k).text)
                             for q in train} for k in (0, rc.task.num_shots))
     assert len(zero_shot) == 5 and zero_shot <= answered and not answered & few_shot
@@ -238,7 +261,8 @@ def test_expert_iteration_resamples_only_unsolved_problems_and_trains_on_passing
                  f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
                  "dataset.train_size=null", "dataset.test_size=null", "method.rounds=2", "method.from_base=false",
                  "method.base_shots=2", "sampling.n=2", "sampling.temperature=0.7", "sampling.max_new_tokens=48",
-                 "generation.batch_size=10", "eval.enabled=false", "logger=csv", f"hydra.run.dir={run_dir}"],
+                 "generation.batch_size=10", "eval.enabled=false", "logger=csv", f"hydra.run.dir={run_dir}",
+                 "decontamination.enabled=false"],  # the one test problem is a training problem (not evaluated)
                 cwd=tmp_path, timeout=3600)
     assert p.returncode == 0, p.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())

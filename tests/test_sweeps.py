@@ -277,6 +277,13 @@ def test_report_cli_on_a_real_sweep(sweep, tmp_path):
     width, height = struct.unpack(">II", png[16:24])
     assert width >= 500 and height >= 400
     assert "ekt" in p.stdout and "none" in p.stdout and "(n=2)" in p.stdout
+    # the intervals and the paired difference come from the jobs' eval_samples.jsonl
+    ci = list(csv.DictReader((tmp_path / "report_ci.csv").open()))
+    assert {(r["config"], r["metric"], r["seeds"]) for r in ci} >= {("ekt", "eval/pass@1", "2"), ("none", "eval/pass@1", "2")}
+    assert all(float(r["ci95_lo"]) <= float(r["value"]) <= float(r["ci95_hi"]) for r in ci)
+    diffs = list(csv.DictReader((tmp_path / "report_differences.csv").open()))
+    assert ("ekt", "none", "pass@1") in {(r["a"], r["b"], r["metric"]) for r in diffs}
+    assert "paired differences" in p.stdout
 
 
 @pytest.mark.slow

@@ -126,6 +126,10 @@ class DatasetConfig:
     test_size: Optional[int] = None
     train_seed: int = 1
     test_seed: int = 2
+    # gsm_symbolic: train and test come from disjoint sets of reasoning-gym's templates, split by
+    # this seed; the test side gets this fraction of the templates
+    template_seed: int = 0
+    test_template_fraction: float = 0.3
     shuffle_seed: Optional[int] = None  # shuffle before taking *_size problems (None: keep file order)
     # code datasets: MBPP's split of each side (by task_id; null: the whole file), and the
     # teacher-made unit tests of code_alpaca (problems left with < min_tests are dropped)
@@ -143,6 +147,8 @@ class DatasetConfig:
         if self.name == "gsm_symbolic":
             _check(self.train_seed != self.test_seed, f"{key}.train_seed",
                    "train and test seeds must differ so the splits are disjoint")
+            _check(0.0 < self.test_template_fraction < 1.0, f"{key}.test_template_fraction",
+                   f"must be in (0, 1) (both sides need templates), got {self.test_template_fraction}")
         for k in ("train_split", "test_split"):
             v = getattr(self, k)
             _check(v is None or v in ("train", "test", "validation", "prompt"), f"{key}.{k}",
@@ -326,9 +332,14 @@ class PERsDConfig(MethodConfig):
     ``persd_combined`` differ only in the training pairs they make)."""
 
     name: str = "persd"
-    attempt_temperature: float = 0.0  # the student's one attempt per problem: 0 = greedy (as PERsD)
+    # the student's one attempt per problem (0 = greedy); 0.3 as the PersDistill code samples it
+    # (scripts/chatgpt_ilf_pipeline_auto_feedback_alpaca.sh: TEMP=0.3 for gen_student_attempt)
+    attempt_temperature: float = 0.3
     keep: str = "unique"  # refinements kept per problem: first | unique (every distinct passing one)
     max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
+    # GSM-style tasks (the gold answer is the only test): name the expected answer in the feedback.
+    # false (default): a teacher shown the answer could pass by returning it without solving
+    reveal_answer: bool = False
 
     def check(self, key: str) -> None:
         _check(self.attempt_temperature >= 0, f"{key}.attempt_temperature", "must be >= 0")
@@ -442,24 +453,52 @@ class EvalConfig:
     enabled: bool = True
     baseline: bool = False  # also evaluate the untrained student first (eval_base/*)
     max_problems: Optional[int] = None
-    greedy: bool = True  # a greedy sample gives pass@1
-    n_samples: int = 0  # extra sampled completions per problem for pass@k (0 = none)
+    greedy: bool = True  # a greedy sample per problem gives eval/pass@1_greedy
+    n_samples: int = 0  # sampled completions per problem for eval/pass@k, every k <= n_samples (0 = none)
     k: list[int] = field(default_factory=lambda: [1])
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 256
     refine_steps: int = 0  # multi-step inference: the student refines failed attempts with visible-test feedback
+    # training sanity figure: the trained student's greedy pass rate on up to this many of the
+    # problems it was trained on (train/fit_pass@1; 0 = skip) -- "barely trained" shows as low
+    fit_max_problems: int = 32
 
     def check(self, key: str) -> None:
         _check(self.refine_steps >= 0, f"{key}.refine_steps", f"must be >= 0, got {self.refine_steps}")
         _check(self.greedy or self.n_samples > 0, f"{key}.n_samples", "set greedy=true or n_samples > 0")
         _check(self.n_samples >= 0, f"{key}.n_samples", "must be >= 0")
+        _check(self.fit_max_problems >= 0, f"{key}.fit_max_problems", f"must be >= 0, got {self.fit_max_problems}")
         for k in self.k:
             _check(k >= 1, f"{key}.k", f"every k must be >= 1, got {k}")
+            # pass@k comes from the n sampled completions only (never mixed with the greedy one);
+            # pass@1 alone may come from the greedy completion when no samples are drawn
             _check(k == 1 or k <= self.n_samples, f"{key}.k",
-                   f"pass@{k} needs n_samples >= {k}, got n_samples={self.n_samples}")
+                   f"pass@{k} needs {key}.n_samples >= {k} sampled completions per problem "
+                   f"(k > n has no unbiased estimate), got {key}.n_samples={self.n_samples}")
         _check(self.temperature > 0, f"{key}.temperature", "must be > 0 (greedy is eval.greedy)")
         _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
+
+
+# --------------------------------------------------------------------------- decontamination
+@dataclass
+class DecontaminationConfig:
+    """Train/test overlap, measured before training (codistill.datasets.contamination): a test
+    problem is a near duplicate when ``near_dup_threshold`` of its word ``ngram``-grams occur in
+    one training problem; a run with more than ``max_near_dup_fraction`` of its test problems
+    near duplicates fails before training.  ``enabled: false`` skips the check (say why)."""
+
+    enabled: bool = True
+    ngram: int = 13  # as GPT-3's benchmark decontamination
+    near_dup_threshold: float = 0.5
+    max_near_dup_fraction: float = 0.1
+
+    def check(self, key: str) -> None:
+        _check(self.ngram >= 1, f"{key}.ngram", f"must be >= 1, got {self.ngram}")
+        _check(0.0 < self.near_dup_threshold <= 1.0, f"{key}.near_dup_threshold",
+               f"must be in (0, 1], got {self.near_dup_threshold}")
+        _check(0.0 <= self.max_near_dup_fraction <= 1.0, f"{key}.max_near_dup_fraction",
+               f"must be in [0, 1], got {self.max_near_dup_fraction}")
 
 
 # --------------------------------------------------------------------------- logging
@@ -495,21 +534,32 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8, temperature=0.6, max_new_tokens=256))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     seed: int = 0
     # seed of the sampled training data of a fixed source -- the teacher (EKT, KD, StanD samples,
-    # PERsD refinements, code_alpaca's test inputs) and the untrained student's first round of
-    # expert iteration; null: ``seed``.  Fix it in a seed sweep to let every seed share
+    # PERsD refinements, code_alpaca's test inputs) and the untrained student (its PERsD attempts,
+    # the first round of expert iteration); null: ``seed``.  Fix it in a seed sweep to let every seed share
     # one teacher pass: the seeds then vary the student's own sampling, training and evaluation.
     teacher_seed: Optional[int] = None
     cache_dir: str = MISSING
     experiment_name: str = "default"
     print_config: bool = False
     sweep_name: Optional[str] = None  # multirun/<experiment_name>/<sweep_name> (null: a hash of the overrides)
+    sweep_lock: str = "wait"  # a sweep job whose directory another sweep is running: wait | skip (codistill.joblock)
 
     @property
     def data_seed(self) -> int:
         """The seed the teacher samples training data with: ``teacher_seed``, else ``seed``."""
         return self.seed if self.teacher_seed is None else self.teacher_seed
+
+    def seed_metrics(self) -> dict:
+        """What the run's seeds varied, for metrics.json: ``seed/teacher`` (the seed the teacher's
+        training data was sampled with) and ``seed/teacher_mode`` -- ``per-run`` (teacher_seed
+        null: each seed of a sweep is a real replication, the teacher resampled too) or
+        ``shared`` (teacher_seed fixed: every seed reuses one teacher pass and varies only the
+        student's sampling, training and evaluation)."""
+        return {"seed/teacher": self.data_seed,
+                "seed/teacher_mode": "per-run" if self.teacher_seed is None else "shared"}
 
 
 METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
@@ -539,6 +589,26 @@ def register_configs() -> None:
         cs.store(group="method", name=f"_schema_{name}", node=node)
 
 
+def check_finite(obj: Any, key: str = "") -> None:
+    """Every float in a validated config is finite: ``train.lr=inf`` passes ``lr > 0`` and would
+    train on NaN losses; ``nan`` fails every comparison with a misleading message.  Walks
+    dataclasses, lists and dicts; raises :class:`ConfigError` naming the key."""
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            check_finite(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, f"{key}[{i}]")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{key}: must be a finite number, got {obj}")
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Turn a composed config into typed objects and check every range and choice.
 
@@ -559,6 +629,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     except Exception as e:  # omegaconf's ValidationError / MissingMandatoryValue carry the key
         raise ConfigError(str(e)) from e
     rest.method = method
+    check_finite(rest)
     rest.teacher.check("teacher")
     rest.student.check("student")
     method.check("method")
@@ -576,8 +647,10 @@ def validate(cfg: DictConfig) -> RunConfig:
             dataclasses.replace(rest.generation, backend=backend).check(f"generation[{role}.backend={backend}]")
     rest.trainer.check("trainer")
     rest.logger.check("logger")
+    _choice(rest.sweep_lock, "sweep_lock", ("wait", "skip"))
     rest.train.check("train")
     rest.eval.check("eval")
+    rest.decontamination.check("decontamination")
     # multi-step inference refines with visible-test feedback: GSM has no visible tests
     _check(rest.eval.refine_steps == 0 or rest.dataset.task != "gsm", "eval.refine_steps",
            "multi-step refinement needs a code task with visible tests, got dataset.task=gsm")

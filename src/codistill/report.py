@@ -9,6 +9,12 @@ becomes a column.  The plot shows pass@k by method (and by whatever else the swe
 teacher, student, dataset), the bar at the mean over seeds and the spread as the standard
 deviation with each seed as a dot.  The notebook ``notebooks/compare_runs.ipynb`` reuses
 these functions.
+
+Every figure also gets its uncertainty, rebuilt per problem from each job's samples files
+(codistill.stats): pass@k with a 95% interval (``report_ci.csv``), the paired difference of
+each method against ``method=none`` (else every pair, and each against its own untrained
+student) with its interval and a sign-flip p-value (``report_differences.csv``), and, where
+an interval covers 0, the difference the test set could resolve -- not a ranking.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -202,17 +209,223 @@ def plot(df: pd.DataFrame, path: str | Path, title: str | None = None):
     return path
 
 
-def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> tuple[pd.DataFrame, Path, Path]:
-    """Load the sweep, write ``report.csv`` and ``report.png`` into ``out_dir`` (default: the sweep dir)."""
+# --------------------------------------------------------------------------- uncertainty
+_HEAD = re.compile(r"^(eval|eval_base)/pass@(\d+)$")
+SAMPLES = {"eval": "eval_samples.jsonl", "eval_base": "eval_base_samples.jsonl"}
+
+
+def job_scores(sweep_dir: str | Path, df: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, float]]]:
+    """(config, metric) -> one {problem id: score} per finished job (seed), rebuilt from each
+    job's samples files (``eval_samples.jsonl``, ``eval_base_samples.jsonl``) for every
+    ``eval/pass@k`` and ``eval_base/pass@k`` the job reports.  Jobs without the file are left
+    out (their figure has no per-problem record to resample)."""
+    from codistill.sweep import read_metrics
+    from codistill.stats import sample_scores
+
+    sweep_dir = Path(sweep_dir)
+    ok = df[df["status"] == "ok"].copy()
+    out: dict[tuple[str, str], list[dict[str, float]]] = {}
+    if ok.empty:
+        return out
+    ok["config"] = config_labels(ok)
+    for _, row in ok.iterrows():
+        job_dir = sweep_dir / row["job"]
+        metrics = read_metrics(job_dir) or {}
+        for prefix, name in SAMPLES.items():
+            for figure, s in sample_scores(job_dir / name, metrics, f"{prefix}/").items():
+                out.setdefault((row["config"], f"{prefix}/{figure}"), []).append(s)
+    return out
+
+
+def ci_table(scores: dict[tuple[str, str], list[dict[str, float]]]) -> pd.DataFrame:
+    """One row per (configuration, pass@k): the estimate with its 95% interval, bootstrapped
+    over the test problems (and over seeds where there are several; codistill.stats)."""
+    from codistill.stats import align, estimate
+
+    rows = []
+    for (config, metric), runs in scores.items():
+        ids, m = align(runs)
+        if not ids:
+            continue
+        e = estimate(m)
+        rows.append({"config": config, "metric": metric, "seeds": e.n_seeds, "problems": e.n_problems,
+                     "value": e.value, "ci95_lo": e.lo, "ci95_hi": e.hi, "interval": e.how})
+    cols = ["config", "metric", "seeds", "problems", "value", "ci95_lo", "ci95_hi", "interval"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def comparisons(df: pd.DataFrame, scores: dict) -> list[tuple[str, str, str, str]]:
+    """The pairs to compare, as (config a, metric a, config b, metric b) meaning a - b:
+
+    every configuration against ``method=none`` where the sweep has it (same student and
+    dataset), else every pair of configurations; and each trained configuration against its
+    own untrained student where its jobs evaluated it (``eval_base``)."""
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty:
+        return []
+    ok["config"] = config_labels(ok)
+    first = ok.groupby("config", sort=False).first()
+    configs = list(first.index)
+    ks = sorted({int(_HEAD.match(m).group(2)) for _, m in scores if _HEAD.match(m) and m.startswith("eval/")})
+    none = [c for c in configs if first.loc[c, "method"] == "none"]
+    pairs = []
+    for k in ks:
+        metric = f"eval/pass@{k}"
+        if none:
+            for c in configs:
+                for n in none:
+                    if c != n and all(first.loc[c, col] == first.loc[n, col] for col in ("student", "dataset")):
+                        pairs.append((c, metric, n, metric))
+        else:
+            pairs += [(a, metric, b, metric) for i, a in enumerate(configs) for b in configs[i + 1:]]
+        pairs += [(c, metric, c, f"eval_base/pass@{k}") for c in configs if (c, f"eval_base/pass@{k}") in scores]
+    return [p for p in pairs if (p[0], p[1]) in scores and (p[2], p[3]) in scores]
+
+
+def differences(df: pd.DataFrame, scores: dict) -> pd.DataFrame:
+    """One row per compared pair: a - b over the problems both were scored on, its 95%
+    bootstrap interval, the paired sign-flip test's p-value, and the minimum detectable effect
+    of that many problems at 80% power (codistill.stats.paired_difference)."""
+    from codistill.stats import align, paired_difference
+
+    rows = []
+    for ca, ma, cb, mb in comparisons(df, scores):
+        ra, rb = scores[(ca, ma)], scores[(cb, mb)]
+        ids, m = align(ra + rb)
+        if not ids:
+            continue
+        d = paired_difference(m[:len(ra)], m[len(ra):])
+        b_name = "base student" if mb.startswith("eval_base/") and ca == cb else cb
+        rows.append({"a": ca, "b": b_name, "metric": ma.replace("eval/", ""), "problems": d.n_problems,
+                     "diff": d.diff, "ci95_lo": d.lo, "ci95_hi": d.hi, "p": d.p, "mde80": d.mde,
+                     "resolved": d.resolved})
+    cols = ["a", "b", "metric", "problems", "diff", "ci95_lo", "ci95_hi", "p", "mde80", "resolved"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def verdicts(diffs: pd.DataFrame) -> list[str]:
+    """What the differences show, in words: a resolved one names its direction; one whose
+    interval covers 0 says the test set is too small to resolve it (not a ranking)."""
+    lines = []
+    for _, r in diffs.iterrows():
+        head = f"{r['a']} vs {r['b']} ({r['metric']}): {r['diff']:+.3f} [{r['ci95_lo']:+.3f}, {r['ci95_hi']:+.3f}]"
+        if r["resolved"]:
+            lines.append(f"{head}, p={r['p']:.3g}: {r['a']} {'higher' if r['diff'] > 0 else 'lower'} "
+                         f"(the interval excludes 0)")
+        else:
+            lines.append(f"{head}, p={r['p']:.3g}: not resolvable at this size: the test set of {r['problems']} "
+                         f"problems resolves differences of about {r['mde80']:.2f} (80% power)")
+    if len(diffs) and not diffs["resolved"].any():
+        lines.append("no difference is resolved: the methods are not ranked")
+    return lines
+
+
+def seeds_note(df: pd.DataFrame, sweep_dir: str | Path) -> list[str]:
+    """What the seeds varied, per configuration with several, from each job's metrics.json:
+    ``seed`` (the student's training, sampling and evaluation) and, where the run recorded
+    them, ``seed/teacher`` (the teacher's sampling of training data) and ``seed/teacher_mode``."""
+    from codistill.sweep import read_metrics
+
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty:
+        return []
+    ok["config"] = config_labels(ok)
+    lines = []
+    for config, g in ok.groupby("config", sort=False):
+        seeds = sorted({int(s) for s in g["seed"].dropna()})
+        if len(seeds) < 2:
+            continue
+        ms = [read_metrics(Path(sweep_dir) / j) or {} for j in g["job"]]
+        teacher = {m.get("seed/teacher") for m in ms}
+        modes = sorted({str(m["seed/teacher_mode"]) for m in ms if m.get("seed/teacher_mode") is not None})
+        mode = f" (seed/teacher_mode: {', '.join(modes)})" if modes else ""
+        head = f"{config}: seeds {', '.join(map(str, seeds))} varied"
+        if set(g["method"]) == {"none"}:
+            lines.append(f"{head} the untrained student's evaluation sampling only (no teacher, no training)")
+        elif None in teacher:
+            lines.append(f"{head} `seed`; metrics.json does not record the teacher's seed{mode}")
+        elif len(teacher) == 1:
+            lines.append(f"{head} the student's training/eval seed only; the teacher pass was shared "
+                         f"(teacher seed {teacher.pop()}){mode}")
+        else:
+            lines.append(f"{head} the student's training/eval seed and the teacher's sampling "
+                         f"(teacher seeds {', '.join(map(str, sorted(teacher)))}){mode}")
+    return lines
+
+
+def _fmt(table: pd.DataFrame) -> pd.DataFrame:
+    """Figures to 3 decimals; a difference and its interval with their sign."""
+    show = table.copy()
+    signed = {"diff", "ci95_lo", "ci95_hi"} if "diff" in show else set()
+    for c in ("value", "diff", "ci95_lo", "ci95_hi", "mde80"):
+        if c in show:
+            show[c] = show[c].map(lambda v, c=c: f"{v:+.3f}" if c in signed else f"{v:.3f}")
+    if "p" in show:
+        show["p"] = show["p"].map(lambda v: f"{v:.3g}")
+    return show
+
+
+@dataclass
+class Uncertainty:
+    """The sweep's intervals, paired differences and seeds note (see ci_table, differences)."""
+
+    ci: pd.DataFrame
+    differences: pd.DataFrame
+    seeds: list[str]
+
+    def markdown(self) -> str:
+        text = ""
+        if len(self.ci):
+            text += ("\n## pass@k with 95% intervals (bootstrap over problems and seeds)\n\n"
+                     + to_markdown(_fmt(self.ci)) + "\n")
+        if len(self.differences):
+            text += ("\n## paired differences (a - b over the same problems; sign-flip test)\n\n"
+                     + to_markdown(_fmt(self.differences)) + "\n\n"
+                     + "\n".join(f"- {v}" for v in verdicts(self.differences)) + "\n")
+        if self.seeds:
+            text += "\n## seeds\n\n" + "\n".join(f"- {v}" for v in self.seeds) + "\n"
+        return text
+
+    def text(self) -> str:
+        out = []
+        if len(self.ci):
+            out.append("pass@k with 95% intervals (bootstrap over problems and seeds):\n"
+                       + _fmt(self.ci).to_string(index=False))
+        if len(self.differences):
+            out.append("paired differences (a - b over the same problems; sign-flip test):\n"
+                       + _fmt(self.differences).to_string(index=False) + "\n"
+                       + "\n".join(f"  {v}" for v in verdicts(self.differences)))
+        if self.seeds:
+            out.append("\n".join(f"seeds: {v}" for v in self.seeds))
+        return "\n\n".join(out)
+
+
+def uncertainty(sweep_dir: str | Path, df: pd.DataFrame) -> Uncertainty:
+    scores = job_scores(sweep_dir, df)
+    return Uncertainty(ci_table(scores), differences(df, scores), seeds_note(df, sweep_dir))
+
+
+def _report(sweep_dir: str | Path, out_dir: str | Path | None) -> tuple[pd.DataFrame, Uncertainty, Path, Path]:
     sweep_dir = Path(sweep_dir)
     df = load_sweep(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "report.csv", out / "report.png"
     df.to_csv(csv_path, index=False)
-    md = to_markdown(summary(df))
-    (out / "report.md").write_text(f"# {sweep_dir.parent.name}/{sweep_dir.name}\n\n{md}\n")
+    head = f"# {sweep_dir.parent.name}/{sweep_dir.name}\n\n{to_markdown(summary(df))}\n"
+    (out / "report.md").write_text(head)
     plot(df, png_path, title=f"{sweep_dir.parent.name}/{sweep_dir.name}: pass@k by method")
+    u = uncertainty(sweep_dir, df)  # a malformed samples file fails here, after the files above
+    u.ci.to_csv(out / "report_ci.csv", index=False)
+    u.differences.to_csv(out / "report_differences.csv", index=False)
+    (out / "report.md").write_text(head + u.markdown())
+    return df, u, csv_path, png_path
+
+
+def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> tuple[pd.DataFrame, Path, Path]:
+    """Load the sweep, write ``report.csv``, ``report_ci.csv``, ``report_differences.csv``,
+    ``report.md`` and ``report.png`` into ``out_dir`` (default: the sweep dir)."""
+    df, _, csv_path, png_path = _report(sweep_dir, out_dir)
     return df, csv_path, png_path
 
 
@@ -223,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="where report.csv and report.png go (default: the sweep dir)")
     args = ap.parse_args(argv)
     try:
-        df, csv_path, png_path = report(args.sweep_dir, args.out)
-    except FileNotFoundError as e:
+        df, u, csv_path, png_path = _report(args.sweep_dir, args.out)
+    except (FileNotFoundError, ValueError) as e:  # ValueError: a samples file's bad line, named
         print(f"codistill-report: {e}", file=sys.stderr)
         return 2
     print(format_table(df))
@@ -236,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(summary(df))
     if md:
         print("\nsummary (mean ± std over seeds; data figures: mean over seeds):\n" + md)
+    if u.text():
+        print("\n" + u.text())
     n_bad = int((df["status"] != "ok").sum())
     print(f"\n{len(df)} jobs, {len(df) - n_bad} ok, {n_bad} not ok\nwrote {csv_path}\nwrote {png_path}")
     return 0

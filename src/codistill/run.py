@@ -11,6 +11,7 @@ has been validated, so a bad value fails in about a second.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from codistill import faults, interrupt
 from codistill.config import ConfigError, register_configs, validate
+from codistill.redact import redact
 from codistill.sweep import config_digest, failure_metrics, finished, hydra_sweep_dir, read_metrics
 
 log = logging.getLogger("codistill")
@@ -56,6 +58,27 @@ def job_name(cfg: DictConfig) -> str:
     return f"{cfg.experiment_name}" + (f"[{','.join(short)}]" if short else "")
 
 
+def fit_problems(train: list, train_set: Path, limit: int) -> list:
+    """Up to ``limit`` of the training problems the student was trained on (their ids in
+    ``train_set.jsonl``), in the training split's order; the first ``limit`` training problems
+    when the file names none."""
+    ids: set[str] = set()
+    if train_set.exists():
+        for line in train_set.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                pid = json.loads(line).get("problem_id")
+                if pid is not None:
+                    ids.add(str(pid))
+    trained = [p for p in train if str(p.id) in ids] if ids else list(train)
+    return trained[:limit]
+
+
+def _ci(metrics: dict, key: str) -> str:
+    """``0.250`` or ``0.250 [0.100, 0.400]`` when the run has the key's 95% interval."""
+    lo, hi = metrics.get(f"{key}_ci95_lo"), metrics.get(f"{key}_ci95_hi")
+    return f"{metrics[key]:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
+
+
 def results_table(metrics: dict) -> str:
     """A short, human-readable summary of one run."""
     rows = [("run", f"{metrics.get('method')}: {metrics.get('teacher')} -> {metrics.get('student')} "
@@ -63,10 +86,27 @@ def results_table(metrics: dict) -> str:
     if "data/split" in metrics:
         rows.append(("split", metrics["data/split"]))
     if "eval_base/pass@1" in metrics:
-        rows.append(("base student pass@1", f"{metrics['eval_base/pass@1']:.3f}"))
-    for k in sorted(k for k in metrics if k.startswith("eval/pass@") and k != "eval/pass@1_greedy"):
-        rows.append((f"trained student {k[5:]}" if metrics.get("method") != "none" else f"student {k[5:]}",
-                     f"{metrics[k]:.3f}"))
+        rows.append(("base student pass@1", _ci(metrics, "eval_base/pass@1")))
+    for k in sorted(k for k in metrics
+                    if k.startswith("eval/pass@") and isinstance(metrics[k], float) and "_ci95" not in k):
+        name = k[5:] + (f" ({metrics['eval/pass@1_source']})" if k == "eval/pass@1" and "eval/pass@1_source" in metrics
+                        else "")
+        rows.append((f"trained student {name}" if metrics.get("method") != "none" else f"student {name}",
+                     _ci(metrics, k)))
+    d = "eval/delta_vs_base/pass@1"
+    if d in metrics:
+        rows.append(("trained - base pass@1", f"{metrics[d]:+.3f} [{metrics[f'{d}_ci95_lo']:+.3f}, "
+                                              f"{metrics[f'{d}_ci95_hi']:+.3f}], p={metrics[f'{d}_p']:.3g} "
+                                              f"(paired, {metrics.get(f'{d}_n_problems', '?')} problems)"))
+        if metrics[f"{d}_ci95_lo"] <= 0 <= metrics[f"{d}_ci95_hi"]:
+            rows.append(("", f"the interval includes 0: this run does not show that training changed pass@1; "
+                             f"its test set resolves differences of about {metrics[f'{d}_mde80']:.2f} (80% power)"))
+        else:
+            rows.append(("", f"the interval excludes 0: training {'raised' if metrics[d] > 0 else 'lowered'} pass@1 "
+                             f"on these problems (one run: a seed sweep shows whether it holds across seeds)"))
+    if "train/fit_pass@1" in metrics:
+        rows.append(("fit pass@1 (trained-on)", f"{_ci(metrics, 'train/fit_pass@1')} on "
+                                                f"{metrics.get('train/fit_n_problems')} training problems"))
     for k in sorted(k for k in metrics if k.startswith("eval/step") and k.endswith("/pass@1")):
         rows.append((f"refinement {k[5:]}", f"{metrics[k]:.3f}"))
     if "data/sent_to_teacher" in metrics:
@@ -136,12 +176,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             test = test[:rc.eval.max_problems]
         ctx.test = test
         metrics.update({"data/n_train_problems": len(train), "data/n_test_problems": len(test)})
+        metrics.update(rc.seed_metrics())  # seed/teacher, seed/teacher_mode: what the seeds vary
+        from codistill.datasets.contamination import check as check_contamination
+
+        check_contamination(rc.decontamination, train, test, run_dir, metrics)  # fails on train/test overlap
         if (rc.eval_dataset or rc.dataset).name == "humaneval":
             from codistill.datasets.humaneval import describe_split
 
             metrics["data/split"] = describe_split(train if rc.eval_dataset is None else [], test)
             if len(test) != 164:
                 log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
+        elif rc.eval_dataset is None and rc.dataset.name == "gsm_symbolic":
+            from codistill.datasets.gsm_symbolic import split_counts
+
+            metrics.update(split_counts(rc.dataset, train, test))
         method = build_method(rc)
         method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
 
@@ -190,19 +238,31 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             metrics.update(ev)
             log_metrics(loggers, ev)
             log_eval_table(loggers, run_dir / "eval_samples.jsonl", test)
+            if result.pairs and rc.eval.fit_max_problems > 0:  # sanity: did it learn what it was shown?
+                fit = fit_problems(ctx.train, run_dir / "train_set.jsonl", rc.eval.fit_max_problems)
+                fit_cfg = dataclasses.replace(rc, eval=dataclasses.replace(rc.eval, greedy=True, n_samples=0, k=[1],
+                                                                           refine_steps=0))
+                fm = evaluate(model, tok, task, fit, fit_cfg, run_dir=run_dir, model_id=None,
+                              cache_root=ctx.cache_dir, samples_file="eval_fit_samples.jsonl")
+                metrics.update({"train/fit_pass@1": fm["eval/pass@1"], "train/fit_n_problems": len(fit)})
+            from codistill.stats import run_ci_metrics
+
+            ci = run_ci_metrics(run_dir, metrics)  # 95% intervals, trained - base with its p-value
+            metrics.update(ci)
+            log_metrics(loggers, ci)
         metrics["status"] = "ok"
     except interrupt.Interrupted as e:  # SIGTERM/SIGINT: training saved its checkpoint; a rerun resumes
         metrics.update({"status": "interrupted", "signal": e.signame, "error": str(e)})
         raise
     except Exception as e:
         metrics["status"] = "failed"
-        metrics["error"] = f"{type(e).__name__}: {e}"
-        metrics["traceback"] = traceback.format_exc(limit=20)
+        metrics["error"] = redact(f"{type(e).__name__}: {e}")  # a server may echo the API key
+        metrics["traceback"] = redact(traceback.format_exc(limit=20))
         raise
     finally:
         other = dist.stop(ok=metrics["status"] == "ok")  # another rank's failure fails the run
         if other and metrics["status"] != "interrupted":  # (the other ranks got the signal too)
-            metrics.update({"status": "failed", "error": other})
+            metrics.update({"status": "failed", "error": redact(other)})
         metrics["time/total_s"] = round(time.perf_counter() - t0, 2)
         write_metrics(run_dir, metrics)
         if loggers:
@@ -219,10 +279,27 @@ CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from codistill import redact as _redact
+    from codistill.distributed import external_ranks
+    from codistill.joblock import job_lock
+
+    _redact.install(cfg)  # run.log and the console: secrets scrubbed from every line and traceback
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=True))
     in_sweep = hydra_sweep_dir() is not None
+    ranks = external_ranks()
+    if ranks is not None and ranks["rank"] != 0:  # torchrun / srun ranks share rank 0's job (and its lock)
+        return _run_job(cfg, run_dir, in_sweep)
+    # one running job per directory: a sweep waits for (or skips) a job another sweep is running
+    with job_lock(run_dir, str(cfg.get("sweep_lock") or "wait") if in_sweep else "fail") as held:
+        if not held:
+            print(f"\nskipped ({run_dir}): another sweep is running this job\n", flush=True)
+            return float("nan")
+        return _run_job(cfg, run_dir, in_sweep)
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
     done = finished(run_dir) if in_sweep else None
     if done and finished(run_dir, config_digest(cfg), metrics=done):
         print(f"\nskipped ({run_dir}): finished before (status ok in metrics.json)\n", flush=True)
@@ -240,7 +317,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         # a sweep goes on with its other jobs; SweepSummary reports this one at the end
         log.exception("job failed: %s", run_dir)
         recorded = read_metrics(run_dir) or {}
-        if recorded.get("status") != "failed" or recorded.get("error") != f"{type(e).__name__}: {e}":
+        if recorded.get("status") != "failed" or recorded.get("error") != redact(f"{type(e).__name__}: {e}"):
             run_dir.mkdir(parents=True, exist_ok=True)  # failed before run() wrote (a bad config value)
             write_metrics(run_dir, failure_metrics(cfg, run_dir, e))
         return float("nan")  # what a sweeper (Optuna) reads as a failed trial

@@ -49,7 +49,8 @@ def safe_dirname(name: str) -> str:
 def _sweep_id_resolver(sweep_name: Any = None, overrides: Any = ()) -> str:
     if sweep_name not in (None, "", "null"):
         return safe_dirname(str(sweep_name))
-    return sweep_id([str(o) for o in (overrides or ())])
+    # how a job waits for another sweep's run of it is no part of the sweep: the same directory
+    return sweep_id([str(o) for o in (overrides or ()) if not str(o).lstrip("+~").startswith("sweep_lock=")])
 
 
 def register_resolvers() -> None:
@@ -98,7 +99,7 @@ def read_metrics(run_dir: Path) -> dict | None:
 
 
 #: top-level keys that do not change a job's results (where files go, what is printed)
-_DIGEST_SKIP = ("hydra", "cache_dir", "print_config", "sweep_name")
+_DIGEST_SKIP = ("hydra", "cache_dir", "print_config", "sweep_name", "sweep_lock")
 #: nested keys that do not either: a gate that only decides whether a job may start
 _DIGEST_SKIP_NESTED = (("train", "memory_check"),)
 
@@ -134,7 +135,9 @@ def failure_metrics(cfg: DictConfig, run_dir: Path, exc: BaseException) -> dict:
     def sel(key):
         return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
 
-    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "method": sel("method.name"),
+    from codistill.redact import redact
+
+    return {"status": "failed", "error": redact(f"{type(exc).__name__}: {exc}"), "method": sel("method.name"),
             "teacher": sel("teacher.name"), "student": sel("student.name"), "dataset": sel("dataset.name"),
             "seed": sel("seed"), "experiment": sel("experiment_name"), "run_dir": str(run_dir)}
 

@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 
 def make_loggers(cfg, run_dir: Path, flat_config: dict, *, name: str, group: str) -> list:
-    """The Lightning loggers for this run (one W&B run per job, written under the run dir)."""
+    """The Lightning loggers for this run (one W&B run per job, written under the run dir, the
+    same run id on every retry: see :func:`wandb_run_id`)."""
     lc = cfg.logger
     if lc.kind == "csv":
         from pytorch_lightning.loggers import CSVLogger
@@ -25,8 +26,33 @@ def make_loggers(cfg, run_dir: Path, flat_config: dict, *, name: str, group: str
     tags = [f"method:{cfg.method.name}", f"teacher:{cfg.teacher.name}", f"student:{cfg.student.name}",
             f"dataset:{cfg.dataset.name}", *lc.tags]
     logger = WandbLogger(project=lc.project, entity=lc.entity, name=name, group=group, tags=tags,
-                         save_dir=str(run_dir), mode=lc.mode, config=flat_config, job_type=job_type(cfg))
+                         save_dir=str(run_dir), mode=lc.mode, config=flat_config, job_type=job_type(cfg),
+                         id=wandb_run_id(run_dir), resume="allow")
     return [logger]
+
+
+RUN_ID_FILE = "wandb_run_id.json"
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The job's one W&B run id: made on the job's first start and kept in
+    ``<run_dir>/wandb_run_id.json``, so a retried job resumes its run (``resume="allow"``)
+    instead of adding a crashed duplicate to the sweep's group at ``wandb sync``."""
+    path = Path(run_dir) / RUN_ID_FILE
+    try:
+        run_id = json.loads(path.read_text())["id"]
+        if isinstance(run_id, str) and run_id:
+            return run_id
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    import secrets
+    import string
+
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's own form
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"id": run_id}))
+    tmp.replace(path)
+    return run_id
 
 
 def job_type(cfg) -> str:

@@ -42,10 +42,11 @@ def _problem(record: object, where: str, pid: str) -> Problem:
 
 def jsonl_records(path: str | Path, side: str):
     """``(lineno, where, record)`` for each non-blank line of a local JSONL file, where ``where``
-    is ``path:line`` for error messages; a missing file names ``dataset.<side>_file``."""
+    is ``path:line`` for error messages; a missing or empty file names ``dataset.<side>_file``."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"dataset.{side}_file: no such file: {path}")
+    records = 0
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -55,7 +56,10 @@ def jsonl_records(path: str | Path, side: str):
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataFileError(f"{where}: invalid JSON ({e.msg})") from None
+            records += 1
             yield lineno, where, record
+    if not records:  # a run on no problems would report status ok with nothing learned or measured
+        raise DataFileError(f"dataset.{side}_file: {path} holds no records (the file is empty)")
 
 
 def read_jsonl(path: str | Path, split: str) -> list[Problem]:

@@ -1,11 +1,18 @@
 """Evaluation: the student answers the test problems; programs are executed; pass@k.
 
-A greedy completion per problem gives ``eval/pass@1`` (greedy).  With ``n_samples`` > 0,
-``n_samples`` sampled completions per problem give the unbiased ``eval/pass@k`` for each
-configured k (and ``eval/pass@1_sampled``).  With ``refine_steps`` > 0 (code tasks), failed
-attempts are refined by the student with visible-test feedback (evaluation/refine.py) and the
-same figures are reported per step as ``eval/step{s}/...``; step 0 is the plain attempt, equal
-to ``eval/...``.
+Two kinds of figures, named apart so they are never read as one series:
+
+- ``eval/pass@1_greedy``: one greedy completion per problem (``eval.greedy``);
+- ``eval/pass@k`` for every k in ``eval.k`` (and k = 1): the unbiased estimate from the same
+  ``eval.n_samples`` sampled completions per problem (``eval.n_samples`` > 0); k > n is refused.
+
+``eval/pass@1``, the headline that sweeps, Optuna and reports read, is the sampled pass@1 when
+samples are drawn and the greedy one otherwise; ``eval/pass@1_source`` says which
+(``"sampled"`` | ``"greedy"``).  So pass@1 <= pass@2 <= ... always holds among the headline
+figures; a greedy pass@1 above a sampled pass@2 is a different decoding, not an order flip.
+With ``refine_steps`` > 0 (code tasks), failed attempts are refined by the student with
+visible-test feedback (evaluation/refine.py) and the same figures are reported per step as
+``eval/step{s}/...``; step 0 is the plain attempt, equal to ``eval/...``.
 """
 
 from __future__ import annotations
@@ -25,19 +32,27 @@ from codistill.tasks.judge import judge_completions
 log = logging.getLogger(__name__)
 
 
-def pass_metrics(judged, kind: str, n: int, ev, *, prefix: str) -> dict[str, float]:
-    """pass@1 of greedy samples (``pass@1``, ``pass@1_greedy``), or the unbiased pass@k of ``n``
-    sampled ones (``pass@1_sampled`` when a greedy pass@1 exists), keyed ``prefix + name``."""
+def pass_metrics(judged, kind: str, n: int, ev, *, prefix: str) -> dict[str, float | str]:
+    """The figures of one decoding, keyed ``prefix + name``.
+
+    greedy: ``pass@1_greedy``, and the headline ``pass@1`` (``pass@1_source`` "greedy") when no
+    samples are drawn (``ev.n_samples`` == 0).  sampled: the unbiased ``pass@k`` of the ``n``
+    samples per problem for every k in ``ev.k`` and k = 1, the headline ``pass@1`` among them
+    (``pass@1_source`` "sampled").  A k above ``n`` has no unbiased estimate: ValueError."""
     correct = np.array([sum(j.passed for j in js) for js in judged])
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
     if kind == "greedy":
-        out[f"{prefix}pass@1"] = float(correct.mean()) if len(judged) else 0.0
-        out[f"{prefix}pass@1_greedy"] = out[f"{prefix}pass@1"]
-    else:
-        for k in sorted(set(ev.k) | {1}):
-            if k <= n:
-                v = float(np.mean([pass_at_k(n, int(c), k) for c in correct])) if len(judged) else 0.0
-                out[f"{prefix}pass@{k}" if (k > 1 or not ev.greedy) else f"{prefix}pass@1_sampled"] = v
+        out[f"{prefix}pass@1_greedy"] = float(correct.mean()) if len(judged) else 0.0
+        if ev.n_samples == 0:
+            out.update({f"{prefix}pass@1": out[f"{prefix}pass@1_greedy"], f"{prefix}pass@1_source": "greedy"})
+        return out
+    too_big = [k for k in ev.k if k > n]
+    if too_big:
+        raise ValueError(f"eval.k: pass@{max(too_big)} needs at least {max(too_big)} sampled completions per "
+                         f"problem, got {n} (eval.n_samples)")
+    for k in sorted(set(ev.k) | {1}):
+        out[f"{prefix}pass@{k}"] = float(np.mean([pass_at_k(n, int(c), k) for c in correct])) if len(judged) else 0.0
+    out[f"{prefix}pass@1_source"] = "sampled"
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from codistill.generation import generate
+from codistill.generation import generate_each
 from codistill.tasks.base import Problem, Task
 from codistill.tasks.feedback import collect_feedback
 from codistill.tasks.judge import Judged, judge_completions
@@ -33,8 +33,9 @@ def refine_steps(backend, tokenizer, task: Task, problems: list[Problem], judged
     """``steps`` rounds of visible-test feedback -> self-refinement, starting from ``judged``.
 
     Each (problem, sample) is its own chain; a refinement is one completion drawn with
-    ``sampling`` (n=1).  Identical refinement prompts share a completion (the generation call
-    de-duplicates prompts)."""
+    ``sampling`` (n=1), independently for every chain even where two chains' refinement prompts
+    are identical (the same failed program): :func:`codistill.generation.generate_each`, not the
+    prompt-de-duplicating ``generate``, so pass@k over the chains stays unbiased."""
     one = dataclasses.replace(sampling, n=1)
     current, out = judged, []
     for step in range(1, steps + 1):
@@ -46,9 +47,9 @@ def refine_steps(backend, tokenizer, task: Task, problems: list[Problem], judged
         if todo:
             prompts = [task.render_refine(problems[i], current[i][k].program, fb, tokenizer, chat=chat)
                        for (i, k), fb in todo]
-            comps, _ = generate(backend, [p.text for p in prompts], one, seed=seed + step, model_id=model_id,
-                                cache_root=cache_root)
-            new = judge_completions(task, [problems[i] for (i, _), _ in todo], prompts, comps,
+            comps, _ = generate_each(backend, [p.text for p in prompts], one, seed=seed + step, model_id=model_id,
+                                     cache_root=cache_root)
+            new = judge_completions(task, [problems[i] for (i, _), _ in todo], prompts, [[c] for c in comps],
                                     timeout_s=timeout_s, memory_mb=memory_mb)
             for ((i, k), _), js in zip(todo, new):
                 nxt[i][k] = js[0]

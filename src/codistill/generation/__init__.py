@@ -1,15 +1,23 @@
 """Generation: one call, ``generate(prompts, sampling)``, behind a content-addressed cache.
 
+``generate`` draws ``sampling.n`` completions per *distinct* prompt (a prompt listed twice gets
+the same completions twice).  :func:`generate_each` draws one independent completion per list
+entry instead, identical prompts included: for independent chains (refinement at evaluation).
+
 The cache key is (model identity, sampling settings, seed -- none for greedy decoding); a sweep over students or
 learning rates therefore reuses the teacher's samples, and a killed run resumes from
 the prompts it had finished.
 
 Backends (``generation.backend``; :func:`build_backend` makes one): ``hf`` (transformers, the
 model in this process), ``vllm`` (in-process vLLM on a GPU), ``openai`` (an OpenAI-compatible
-server).  :func:`backend_identity` keys the cache by backend only where outputs differ: hf keeps
-the model's own identity (its speed-ups change no output); vLLM samples with its own kernels and
-random streams, so its samples are another key (``<model>|vllm``); an openai server's weights
-are unknown here, so its key is the server and the served name (``openai:<base_url>:<model>``).
+server).  :func:`backend_identity` puts into the key every input besides the weights, prompts,
+sampling and seed that changes the samples, so runs of one model under other numerics never mix
+in a shared cache: hf adds the dtype the model was loaded in, its device, its quantization, the
+batch size (it decides which prompts share a batch, hence padding and the batch's RNG seed) and
+the static-cache switch (``<model>|hf:...``); vLLM its dtype, tensor parallelism, context length
+and eager switch (``<model>|vllm:...``); an openai server's weights and numerics are unknown
+here, so its key is the server (credentials stripped) and the served name
+(``openai:<base_url>:<model>``) -- never the API key.
 """
 
 from __future__ import annotations
@@ -90,24 +98,93 @@ def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str 
     return [results[p] for p in prompts], stats
 
 
+def chain_seed(seed: int, chain: int) -> int:
+    """The sampling seed of chain ``chain`` (pure): ``seed`` for chain 0, a value derived from
+    (seed, chain) for the others.  Part of the cache key, so each chain has its own entries."""
+    return seed if chain == 0 else int(digest({"seed": seed, "chain": chain})[:15], 16)
+
+
+def generate_each(backend, prompts: list[str], sampling, *, seed: int, model_id: str | None,
+                  cache_root: str | Path | None) -> tuple[list[str], dict]:
+    """One completion per entry of ``prompts``, drawn independently even where prompts repeat.
+
+    The j-th occurrence of a prompt in the list is its chain j: chain j's prompts are drawn in
+    one :func:`generate` call with :func:`chain_seed` (seed, j), so two entries of one prompt
+    come from different random streams and different cache entries, and a rerun draws the same
+    ones.  Greedy decoding has one answer per prompt; every chain gets it (the greedy cache key
+    has no seed).  Stats are summed over the calls."""
+    one = dataclasses.replace(sampling, n=1)
+    seen: dict[str, int] = {}
+    chain = []
+    for p in prompts:
+        chain.append(seen.get(p, 0))
+        seen[p] = chain[-1] + 1
+    out: list[str | None] = [None] * len(prompts)
+    stats = {"cached_prompts": 0, "generated_prompts": 0, "tokens": 0, "tokens_per_s": 0.0}
+    t0 = time.perf_counter()
+    for c in range(max(chain, default=-1) + 1):
+        idx = [i for i, ci in enumerate(chain) if ci == c]
+        comps, st = generate(backend, [prompts[i] for i in idx], one, seed=chain_seed(seed, c), model_id=model_id,
+                             cache_root=cache_root)
+        for i, cs in zip(idx, comps):
+            out[i] = cs[0]
+        for k in ("cached_prompts", "generated_prompts", "tokens"):
+            stats[k] += st[k]
+    stats["tokens_per_s"] = stats["tokens"] / max(time.perf_counter() - t0, 1e-9)
+    return out, stats
+
+
 def served_model_name(gcfg, mcfg) -> str:
     """The model name sent to an OpenAI-compatible server: ``generation.openai.model``, else the
     role's model config ``name``."""
     return gcfg.openai.model or mcfg.name
 
 
-def backend_identity(gcfg, mcfg, model_identity: str | None) -> str | None:
+def backend_identity(gcfg, mcfg, model_identity: str | None, model=None) -> str | None:
     """The generation-cache identity of sampling ``mcfg`` with backend ``gcfg.backend``
-    (None when ``model_identity`` is None, i.e. the cache is off)."""
+    (None when ``model_identity`` is None, i.e. the cache is off).  hf needs the loaded ``model``:
+    its dtype and device are read from it, as resolved, not from the config's ``auto``."""
     if model_identity is None:
         return None
     if gcfg.backend == "hf":
-        return model_identity
+        if model is None:
+            raise ValueError("the hf generation-cache identity needs the loaded model (its dtype and device)")
+        return f"{model_identity}|hf:{_fields(hf_numerics(model, gcfg))}"
     if gcfg.backend == "vllm":
-        return f"{model_identity}|vllm"
+        v = gcfg.vllm
+        return (f"{model_identity}|vllm:" + _fields({"dtype": v.dtype, "tensor_parallel_size": v.tensor_parallel_size,
+                                                      "max_model_len": v.max_model_len or mcfg.max_context,
+                                                      "enforce_eager": bool(v.enforce_eager)}))
     if gcfg.backend == "openai":
-        return f"openai:{str(gcfg.openai.base_url).rstrip('/')}:{served_model_name(gcfg, mcfg)}"
+        from codistill.redact import strip_url_credentials
+
+        url = strip_url_credentials(str(gcfg.openai.base_url).rstrip("/"))
+        return f"openai:{url}:{served_model_name(gcfg, mcfg)}"
     raise ValueError(f"generation.backend: unknown backend {gcfg.backend!r}")
+
+
+def hf_numerics(model, gcfg) -> dict:
+    """What decides an hf backend's samples besides weights, prompts, sampling and seed: the
+    parameters' dtype and device type, quantization, the batch size (``auto`` as it resolves off
+    CUDA; on CUDA it follows free memory, so it stays ``auto``) and the static-cache switch."""
+    from codistill.generation.hf import CPU_AUTO_BATCH
+
+    p = next(model.parameters())
+    device = p.device.type
+    batch = gcfg.batch_size
+    if batch == "auto" and device != "cuda":
+        batch = CPU_AUTO_BATCH
+    quant = None
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        quant = "4bit" if getattr(model, "is_loaded_in_4bit", False) else "8bit"
+    elif getattr(model, "hf_quantizer", None) is not None:
+        quant = type(model.hf_quantizer).__name__
+    return {"dtype": str(p.dtype).removeprefix("torch."), "device": device, "quantization": quant,
+            "batch_size": batch, "static_cache": bool(gcfg.static_cache)}
+
+
+def _fields(d: dict) -> str:
+    return ",".join(f"{k}={d[k]}" for k in sorted(d))
 
 
 def build_backend(gcfg, mcfg, *, cache_dir: str | Path, model=None, tokenizer=None, desc: str = "generate"):
@@ -137,5 +214,5 @@ def build_backend(gcfg, mcfg, *, cache_dir: str | Path, model=None, tokenizer=No
     raise ValueError(f"generation.backend: unknown backend {gcfg.backend!r}")
 
 
-__all__ = ["GenerationCache", "backend_identity", "build_backend", "digest", "generate", "sampling_key",
-           "served_model_name"]
+__all__ = ["GenerationCache", "backend_identity", "build_backend", "chain_seed", "digest", "generate",
+           "generate_each", "hf_numerics", "sampling_key", "served_model_name"]

@@ -2,8 +2,14 @@
 
 One JSONL file per (model identity, sampling, seed); one line per prompt holding its
 completions.  Lines are appended batch by batch (flushed and fsynced), so a run killed
-half-way resumes from what it wrote; a torn last line is ignored.  Appends take a file
-lock, so parallel sweep jobs sharing a teacher can write to the same file.
+half-way resumes from what it wrote.  Appends take a file lock, so parallel sweep jobs sharing a
+teacher can write to the same file.
+
+The file is shared by every run that uses the same teacher, so one damaged line must not break
+them all: it is read as bytes and decoded line by line, and a line that is not valid UTF-8 JSON
+of the expected shape (a write torn by a kill, even inside a multi-byte character) is skipped,
+counted, and reported in one warning naming the file.  An append first ends a torn tail with a
+newline, so the new records never glue onto it.
 """
 
 from __future__ import annotations
@@ -49,15 +55,20 @@ class GenerationCache:
         found: dict[str, list[str]] = {}
         if not self.path.exists():
             return found
-        with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn line from a killed run
-                k, comps = rec.get("k"), rec.get("completions")
-                if isinstance(k, str) and isinstance(comps, list) and len(comps) > len(found.get(k, [])):
-                    found[k] = comps
+        bad = 0
+        for line in self.path.read_bytes().split(b"\n"):
+            if not line.strip():
+                continue
+            rec = parse_line(line)
+            if rec is None:  # torn by a killed run, or otherwise damaged
+                bad += 1
+                continue
+            k, comps = rec
+            if len(comps) > len(found.get(k, [])):
+                found[k] = comps
+        if bad:
+            log.warning("generation cache %s: skipped %d unreadable line(s) (torn or corrupt); "
+                        "their prompts are generated again", self.path, bad)
         return found
 
     def append(self, items: Iterable[tuple[str, list[str]]]) -> None:
@@ -66,7 +77,29 @@ class GenerationCache:
         if not lines:
             return
         with self.lock:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(lines)
+            with self.path.open("ab") as f:
+                if f.tell() > 0 and not _ends_with_newline(self.path):
+                    f.write(b"\n")  # a torn tail: end it, so the first new record stays whole
+                f.write(lines.encode("utf-8"))
                 f.flush()
                 os.fsync(f.fileno())
+
+
+def parse_line(line: bytes) -> tuple[str, list[str]] | None:
+    """(prompt key, completions) of one cache line, or None when it is not a whole record."""
+    try:
+        rec = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(rec, dict):
+        return None
+    k, comps = rec.get("k"), rec.get("completions")
+    if not isinstance(k, str) or not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+        return None
+    return k, comps
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

@@ -51,14 +51,20 @@ class RunContext:
 
     def load(self, role: str, *, for_training: bool = False):
         """(model, tokenizer, cache identity) for ``role``.  The identity keys the generation
-        cache; it is None when ``generation.use_cache`` is off."""
+        cache of sampling this model through transformers (its weights and, read from the loaded
+        model, its numerics: see :func:`codistill.generation.backend_identity`); it is None when
+        ``generation.use_cache`` is off."""
+        import dataclasses
+
+        from codistill.generation import backend_identity
         from codistill.models import load_model, model_identity
 
         key = (role, for_training)
         if key not in self._models:
             mcfg = getattr(self.cfg, role)
             model = load_model(mcfg, self.cache_dir, for_training=for_training)
-            ident = model_identity(mcfg) if self.cfg.generation.use_cache else None
+            hf = dataclasses.replace(self.cfg.generation, backend="hf")  # a loaded model samples through hf
+            ident = backend_identity(hf, mcfg, model_identity(mcfg), model=model) if hf.use_cache else None
             self._models[key] = (model, self.tokenizer(role), ident)
         return self._models[key]
 

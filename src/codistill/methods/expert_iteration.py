@@ -13,8 +13,13 @@ either way: all solutions found so far.  Rounds 1..R-1 are trained here (checkpo
 checkpoint); round R's training set, and with ``from_base: false`` the student to continue
 from, go to the run's ordinary training stage, whose student is the one evaluated.
 
+Every round samples with its own seed (:func:`round_seed`), which enters the generation
+cache key: a round after one that kept nothing samples the same base student on the same
+prompts, and must still draw fresh samples rather than get the last round's from the cache.
+
 Writes ``generations.jsonl`` (every sample, with its ``round``) after each round and the
-final ``train_set.jsonl``; ``data/round{r}/solved`` (cumulative) is logged per round.
+final ``train_set.jsonl``; ``data/round{r}/solved`` (cumulative) and ``data/round{r}/seed``
+are logged per round.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import dataclasses
 import logging
 
 from codistill.generation import generate
+from codistill.generation.cache import digest
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
 from codistill.methods.filtering import filter_metrics, generation_rows, kept_examples, pairs_of
 from codistill.tasks.base import Problem
@@ -34,6 +40,15 @@ log = logging.getLogger(__name__)
 def unsolved(problems: list[Problem], solved: dict[str, int]) -> list[Problem]:
     """The problems not yet solved in any round (pure; ``solved``: problem id -> round)."""
     return [p for p in problems if p.id not in solved]
+
+
+def round_seed(seed: int, r: int) -> int:
+    """The sampling seed of round ``r`` (1-based) of a run whose sampling seed is ``seed`` (pure).
+
+    Round 1 samples with ``seed`` itself (its samples are those any other run with that seed
+    draws from the base student); every later round with a seed derived from (seed, round), so
+    no two rounds share samples or cache entries."""
+    return seed if r == 1 else int(digest({"seed": seed, "expert_iteration_round": r})[:15], 16)
 
 
 class ExpertIteration(Method):
@@ -63,6 +78,7 @@ class ExpertIteration(Method):
                             f"data/round{r}/new_solved": fm["data/problems_solved"],
                             f"data/round{r}/solved": len(solved), f"data/round{r}/n_kept": len(examples)})
             if stats:
+                metrics[f"data/round{r}/seed"] = stats["seed"]
                 metrics[f"student/round{r}/tokens_per_s"] = stats["tokens_per_s"]
                 metrics[f"student/round{r}/cached_prompts"] = stats["cached_prompts"]
             log.info("expert iteration round %d/%d: %d of %d unsolved problems solved, %d/%d solved in all",
@@ -100,14 +116,16 @@ class ExpertIteration(Method):
         prompts = [ctx.task.render(p, tok, chat=cfg.student.chat, shots=shots) for p in problems]
         sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
         # the base student is a fixed source of data, as the teacher is: its samples take the data
-        # seed (``teacher_seed``, else ``seed``); a fine-tuned student's take the run's seed
-        seed = cfg.data_seed if student is None else cfg.seed + r - 1
+        # seed (``teacher_seed``, else ``seed``); a fine-tuned student's take the run's seed.  Either
+        # way each round draws with its own seed: a round after one that kept nothing samples the
+        # same base student on the same prompts again, and must not get that round's samples back
+        seed = round_seed(cfg.data_seed if student is None else cfg.seed, r)
         comps, stats = generate(backend, [p.text for p in prompts], sampling, seed=seed,
                                 model_id=ident, cache_root=ctx.cache_dir)
         ctx.release("student")  # the inference copy of the base student is not needed for training
         judged = judge_completions(ctx.task, problems, prompts, comps, timeout_s=cfg.task.timeout_s,
                                    memory_mb=cfg.task.memory_mb)
-        return judged, stats
+        return judged, {**stats, "seed": seed}
 
     def train_round(self, ctx: RunContext, student, examples: list[dict], r: int):
         """Fine-tune on ``examples``: a fresh base student (``from_base``, or nothing trained

@@ -1,13 +1,20 @@
 """``method=persd``: personalised distillation (PERsD).
 
-1. The student attempts every training problem once (``method.attempt_temperature``: 0 =
-   greedy, as the PERsD paper's single attempt).
+1. The student attempts every training problem once (``method.attempt_temperature``: 0.3, as
+   the PersDistill code samples it; 0 = greedy), with the teacher's data seed
+   (``teacher_seed``): the attempts are training data of a fixed source, shared by a seed sweep
+   that shares the teacher pass.
 2. Each attempt runs against the problem's hidden tests; a failed one gets execution feedback
-   (the exception and the failing line, or the failing test's input / output / expected value).
+   (the exception and the failing line, or the failing test's input / output / expected value;
+   on GSM-style tasks the value returned, and the expected answer only with
+   ``method.reveal_answer``).
 3. Only the failed problems go to the teacher.  Its prompt (chat-templated for a chat teacher)
-   holds the task, the student's attempt and the feedback; it samples ``sampling.n``
-   refinements per problem, which are executed.
-4. Refinements that pass become training pairs.  ``persd``: (task -> refined solution);
+   holds the task, the student's attempt, the feedback and the paper's guidance
+   (:data:`~codistill.tasks.base.REFINE_GUIDANCE`: rewrite a badly wrong attempt, otherwise stay
+   close to it); it samples ``sampling.n`` refinements per problem, which are executed.
+4. Refinements that pass become training pairs -- except, on tasks whose only test is one value
+   (GSM), programs that compute nothing (``return 42``: ``Task.computes_nothing``), which
+   passed by stating a guessed or copied number.  ``persd``: (task -> refined solution);
    ``persd_refine`` (persd_refine.py): (task + failed attempt + feedback -> refined solution);
    ``persd_combined`` (persd_combined.py): both.
 
@@ -23,6 +30,7 @@ from codistill.config import SamplingConfig
 from codistill.generation import generate
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
 from codistill.methods.ekt import select_kept
+from codistill.tasks.base import REFINE_GUIDANCE
 from codistill.tasks.feedback import collect_feedback
 from codistill.tasks.judge import judge_completions
 
@@ -48,14 +56,14 @@ class PERsD(Method):
         s_prompts = [task.render(p, s_tok, chat=cfg.student.chat, shots=0) for p in ctx.train]
         attempt_sampling = SamplingConfig(n=1, temperature=m.attempt_temperature, top_p=cfg.sampling.top_p,
                                           max_new_tokens=cfg.sampling.max_new_tokens, stop=stop)
-        comps, s_stats = generate(s_backend, [p.text for p in s_prompts], attempt_sampling, seed=cfg.seed,
+        comps, s_stats = generate(s_backend, [p.text for p in s_prompts], attempt_sampling, seed=cfg.data_seed,
                                   model_id=s_id, cache_root=ctx.cache_dir)
         ctx.release("student")
         attempts = [js[0] for js in judge_completions(task, ctx.train, s_prompts, comps, **run_opts)]
         failed = [i for i, a in enumerate(attempts) if not a.passed]
         feedback = dict(zip(failed, collect_feedback(
             task, [ctx.train[i] for i in failed], [attempts[i].program for i in failed], visible=False,
-            results=[attempts[i] for i in failed], **run_opts)))
+            results=[attempts[i] for i in failed], reveal_answer=m.reveal_answer, **run_opts)))
         feedback = {i: fb or UNSPECIFIED_FEEDBACK for i, fb in feedback.items()}
 
         # 3. the teacher refines the failed attempts
@@ -65,7 +73,7 @@ class PERsD(Method):
         if failed:
             t_backend, t_tok, t_id = ctx.backend("teacher", desc="teacher refinements")
             t_prompts = {i: task.render_refine(ctx.train[i], attempts[i].program, feedback[i], t_tok,
-                                               chat=cfg.teacher.chat) for i in failed}
+                                               chat=cfg.teacher.chat, guidance=REFINE_GUIDANCE) for i in failed}
             sampling = dataclasses.replace(cfg.sampling, stop=stop)
             comps, t_stats = generate(t_backend, [t_prompts[i].text for i in failed], sampling, seed=cfg.data_seed,
                                       model_id=t_id, cache_root=ctx.cache_dir)
@@ -74,7 +82,9 @@ class PERsD(Method):
                                        comps, **run_opts)
             refined = dict(zip(failed, judged))
 
-        # 4. passing refinements -> training pairs
+        # 4. passing refinements (that compute their answer) -> training pairs
+        constant = {(i, idx) for i, js in refined.items() for idx, j in enumerate(js)
+                    if j.passed and task.computes_nothing(j.program)}
         generations, train_set, pairs = [], [], []
         for i, (prob, a) in enumerate(zip(ctx.train, attempts)):
             generations.append({"problem_id": prob.id, "stage": "student_attempt", "source": "student",
@@ -85,8 +95,9 @@ class PERsD(Method):
                 generations.append({"problem_id": prob.id, "stage": "teacher_refinement", "source": "teacher",
                                     "sample": idx, "prompt": t_prompts[i].text, "completion": j.completion,
                                     "program": j.program, "status": j.status, "passed": j.passed,
-                                    "error": j.error})
-            for j in select_kept(refined.get(i, []), m.keep, m.max_per_problem):
+                                    "error": j.error, "computes_nothing": (i, idx) in constant})
+            usable = [j for idx, j in enumerate(refined.get(i, [])) if (i, idx) not in constant]
+            for j in select_kept(usable, m.keep, m.max_per_problem):
                 for kind in self.pair_kinds:
                     if kind == "persd":
                         sp = task.render(prob, s_tok, chat=cfg.student.chat, shots=0)
@@ -102,14 +113,16 @@ class PERsD(Method):
 
         n_samples = sum(len(js) for js in refined.values())
         n_passing = sum(j.passed for js in refined.values() for j in js)
-        solved = sum(any(j.passed for j in js) for js in refined.values())
+        solved = sum(any(j.passed and (i, idx) not in constant for idx, j in enumerate(js))
+                     for i, js in refined.items())
         metrics = {
             "data/n_problems": len(ctx.train),
             "data/student_solved": len(ctx.train) - len(failed),
             "data/sent_to_teacher": len(failed),
             "data/n_samples": n_samples,
             "data/n_passing": n_passing,
-            "data/problems_solved": solved,
+            "data/problems_solved": solved,  # by a refinement that computes its answer
+            "data/rejected_computes_nothing": len(constant),
             "data/n_kept": len(pairs),
             "student/tokens_per_s": s_stats["tokens_per_s"],
             "teacher/tokens_per_s": t_stats["tokens_per_s"],

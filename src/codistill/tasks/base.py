@@ -76,17 +76,21 @@ class Task(ABC):
         return list(tests), str(problem.meta.get("test_setup") or "")
 
     def render_refine(self, problem: Problem, attempt: str, feedback: str, tokenizer: Any, *,
-                      chat: bool) -> Prompt:
+                      chat: bool, guidance: str | None = None) -> Prompt:
         """The prompt asking for a corrected program, given a failed ``attempt`` and its ``feedback``
         (PERsD's refinement prompt).  The answer starts like the task's zero-shot answer (same
-        prefix), so ``extract_program`` / ``target`` apply unchanged."""
+        prefix), so ``extract_program`` / ``target`` apply unchanged.  ``guidance`` (the PERsD
+        teacher's prompt: :data:`REFINE_GUIDANCE`) is said after the request; the student's own
+        refinement prompts (``persd_refine`` pairs, ``eval.refine_steps``) go without, as in the
+        PersDistill code."""
         base = self.render(problem, tokenizer, chat=False, shots=0)
+        request = REFINE_REQUEST + (f" {guidance}" if guidance else "")
         if chat and getattr(tokenizer, "chat_template", None):
             whole = self.refine_prompt_parts(problem, attempt)
             shown = attempt if whole is None else whole[0]
             user = (f"{REFINE_TASK_HEADER}\n{self.describe(problem)}\n\n{REFINE_ATTEMPT_HEADER}\n"
                     f"```python\n{shown.rstrip()}\n```\n\n{REFINE_FEEDBACK_HEADER}\n{feedback.rstrip()}\n\n"
-                    f"{REFINE_REQUEST}")
+                    f"{request}")
             messages = [{"role": "system", "content": REFINE_INSTRUCTION}, {"role": "user", "content": user}]
             head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             if whole is not None:  # the model writes the whole corrected program
@@ -94,7 +98,7 @@ class Task(ABC):
             return Prompt(text=head + "```python\n" + base.prefix, prefix=base.prefix, fenced=True)
         comment = "\n".join("# " + line for line in feedback.rstrip().splitlines())
         text = (f"{attempt.rstrip()}\n\n# The code above is wrong. {REFINE_FEEDBACK_HEADER}\n{comment}\n"
-                f"# {REFINE_REQUEST}\n\n"
+                f"# {request}\n\n"
                 f"{base.text}")
         return Prompt(text=text, prefix=base.prefix, fenced=base.fenced)
 
@@ -104,11 +108,18 @@ class Task(ABC):
         answer continues ``render``'s prefix, and the attempt is shown as it is."""
         return None
 
-    def answer_feedback(self, problem: Problem, result: Any) -> str | None:
+    def answer_feedback(self, problem: Problem, result: Any, *, reveal_answer: bool = False) -> str | None:
         """Training-time feedback made from the checking run alone, for tasks whose only test is
-        the weak label (GSM: the value the program returned vs the gold answer).  None: run the
-        task's test statements instead (code tasks).  ``result``: an ExecResult or Judged."""
+        the weak label (GSM: the value the program returned, and the gold answer only when
+        ``reveal_answer``).  None: run the task's test statements instead (code tasks).
+        ``result``: an ExecResult or Judged."""
         return None
+
+    def computes_nothing(self, program: str) -> bool:
+        """True when ``program`` only states its result (e.g. ``return 42``): a program that passes
+        so has guessed, or copied, the answer (tasks whose only test is one value; PERsD drops
+        such refinements).  Code tasks: False."""
+        return False
 
     def describe(self, problem: Problem) -> str:
         """The task as a user would state it in a chat message (for refinement prompts)."""
@@ -121,6 +132,12 @@ REFINE_TASK_HEADER = "Task:"
 REFINE_ATTEMPT_HEADER = "This attempt is wrong:"
 REFINE_FEEDBACK_HEADER = "Execution feedback:"
 REFINE_REQUEST = "Write a corrected version of the code."
+#: What the PERsD teacher is told about *how* to correct: the paper's "personalised" refinement
+#: keeps the student's own approach where it can.  Our wording of the instruction in PersDistill's
+#: teacher prompt (prompts/chatgpt_error_instruction.txt: re-write a significantly wrong code
+#: completely, otherwise stay closest to the given code).
+REFINE_GUIDANCE = ("If the attempt is badly wrong, rewrite it from scratch; otherwise keep your corrected "
+                   "version as close to the attempt as you can.")
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...] | list[str]) -> str:

@@ -183,13 +183,15 @@ def format_feedback(result: dict | None, program: str, *, status: str = "passed"
 
 
 def collect_feedback(task: Task, problems: list[Problem], programs: list[str], *, visible: bool,
-                     timeout_s: float, memory_mb: int, results: list | None = None) -> list[str | None]:
+                     timeout_s: float, memory_mb: int, results: list | None = None,
+                     reveal_answer: bool = False) -> list[str | None]:
     """Feedback for each (problem, program): None when the program passes the tests in question.
 
     ``visible=True`` runs only the problem's visible tests (what a model may be told at test
     time); ``visible=False`` runs the hidden ones (training-time feedback, as in PERsD).  When the
     checking run's ``results`` are given (ExecResult or tasks.judge.Judged: ``status``, ``passed``,
-    ``error``), a timeout / kill there is reported without re-running."""
+    ``error``), a timeout / kill there is reported without re-running.  ``reveal_answer``: a task
+    whose test is its weak label (GSM) names the expected answer in the feedback."""
     from codistill.execution import run_programs
 
     out: list[str | None] = [None] * len(problems)
@@ -199,7 +201,8 @@ def collect_feedback(task: Task, problems: list[Problem], programs: list[str], *
         if res is not None and res.status in ("timeout", "killed"):
             out[i] = format_feedback(None, program, status=res.status, error=res.error, timeout_s=timeout_s)
             continue
-        if res is not None and not visible and (direct := task.answer_feedback(prob, res)) is not None:
+        direct = None if res is None or visible else task.answer_feedback(prob, res, reveal_answer=reveal_answer)
+        if direct is not None:
             out[i] = direct  # the task's test is its weak label (GSM): no second run needed
             continue
         tests, setup = task.feedback_tests(prob, visible=visible)

@@ -155,16 +155,50 @@ class GSMTask(Task):
                                                      abs_tol=self.abs_tol, rel_tol=self.rel_tol)
 
     # ------------------------------------------------------------------ feedback (PERsD on GSM)
-    def answer_feedback(self, problem: Problem, result: Any) -> str | None:
-        """The GSM analogue of a failed unit test: what the program returned and the expected
-        answer (the weak label is the only test), or the exception it raised (pure)."""
+    def answer_feedback(self, problem: Problem, result: Any, *, reveal_answer: bool = False) -> str | None:
+        """The GSM analogue of a failed unit test: what the program returned, or the exception it
+        raised (pure).  The gold answer is the only test, so it is named only with
+        ``reveal_answer`` (``method.reveal_answer``): shown it, a teacher can pass the filter by
+        returning that number without solving the problem."""
         if getattr(result, "passed", False) and result.status == "passed" and self.judge(problem, result):
             return None
         if result.status != "passed":
             return f"The program raised {result.error or result.status}"
         call = "solution()" if self.style == "pal" else "answer"
+        if not reveal_answer:
+            return f"Wrong answer: {call} returned {result.value!r}, which is not the correct answer."
         gold = parse_number(problem.answer)
         expected = (f"{int(gold)}" if gold is not None and gold.is_integer() else f"{gold:g}") if gold is not None \
             else repr(problem.answer)
         return f"Wrong answer: {call} returned {result.value!r}\nExpected: {expected}"
 
+    def computes_nothing(self, program: str) -> bool:
+        """True when the program's statements only bind or return literals (``return 42``,
+        ``x = 42; return x``, ``answer = 42``): it states a number instead of computing it from
+        the problem (pure).  Its entry -- ``solution``'s body (pal) or the module (mathqa) -- may
+        hold docstrings, ``pass``, and assignments / a return of a number, a string, a name or
+        a signed number; anything else (an operation, a call, a loop) counts as computing.  A
+        program that does not parse, or has no ``solution`` (pal), is not judged here."""
+        try:
+            tree = ast.parse(program)
+        except (SyntaxError, ValueError):
+            return False
+        body = tree.body
+        if self.style == "pal":
+            fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "solution"), None)
+            if fn is None:
+                return False
+            body = fn.body
+
+        def literal(e: ast.expr | None) -> bool:
+            if isinstance(e, ast.UnaryOp) and isinstance(e.op, (ast.USub, ast.UAdd)):
+                e = e.operand
+            return e is None or isinstance(e, (ast.Constant, ast.Name))
+
+        for st in body:
+            if isinstance(st, ast.Pass) or (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant)):
+                continue
+            if isinstance(st, (ast.Assign, ast.AnnAssign, ast.Return)) and literal(st.value):
+                continue
+            return False
+        return True

@@ -20,6 +20,11 @@ from codistill.training.data import model_inputs
 from codistill.training.speed import mfu
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite: training stops at once, naming the step and the
+    settings that usually cause it, instead of going on with NaN weights into evaluation."""
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on biases, norms and embeddings' 1-d params."""
     decay, no_decay = [], []
@@ -67,6 +72,16 @@ class StudentLM(pl.LightningModule):
         self._last = {"train/loss": out.loss.detach()}
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return out.loss
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        """Stop on a non-finite loss (here, so SFT and every KD loss are covered) before a NaN
+        gradient reaches the weights."""
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise NonFiniteLossError(
+                f"training loss is {float(loss.detach().float().flatten()[0])} at step {self.trainer.global_step} "
+                f"(epoch {self.current_epoch}): the optimisation diverged. Likely causes: train.lr={self.lr} too "
+                f"high, train.grad_clip too large or 0 (no clipping), too few train.warmup_steps, or "
+                f"trainer.precision (16-mixed can overflow); for KD also method.temperature / method.alpha")
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self._t0 is None:
