@@ -403,6 +403,7 @@ class TrainConfig:
     num_workers: int = 0
     save_student: bool = True  # save the trained student (transformers format) under <run>/student
     checkpoint_every_n_epochs: int = 1  # Lightning checkpoint (weights + optimizer) for resuming; 0 = none
+    checkpoint_every_n_steps: int = 0  # also every n optimizer steps (resumes mid-epoch); 0 = not by steps
     packing: bool = False  # several examples per row, no attention across their boundaries
     compile: bool = False  # torch.compile the student
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
@@ -419,6 +420,7 @@ class TrainConfig:
         _check(self.max_seq_len >= 16, f"{key}.max_seq_len", "must be >= 16")
         _check(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0 (0 disables clipping)")
         _check(self.checkpoint_every_n_epochs >= 0, f"{key}.checkpoint_every_n_epochs", "must be >= 0")
+        _check(self.checkpoint_every_n_steps >= 0, f"{key}.checkpoint_every_n_steps", "must be >= 0")
         _check(self.peak_flops is None or self.peak_flops > 0, f"{key}.peak_flops", "must be > 0 or null")
 
 

@@ -24,6 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from codistill import faults, interrupt
 from codistill.config import ConfigError, register_configs, validate
 from codistill.redact import redact
 from codistill.sweep import config_digest, failure_metrics, finished, hydra_sweep_dir, read_metrics
@@ -217,6 +218,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
+            faults.hit("stage", "train")
             model, tok, _ = ctx.load("student", for_training=True) if result.student is None else \
                 (result.student, ctx.tokenizer("student"), None)
             metrics.update(train_student(model, tok, result.pairs, rc, shared_dir, loggers, kd=result.kd))
@@ -236,6 +238,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         if rc.eval.enabled:
             log.info("stage: evaluating the student on %d problems", len(test))
+            faults.hit("stage", "eval")
             from codistill.models import resolve_dtype
 
             model.to(resolve_dtype(rc.student.dtype))
@@ -262,6 +265,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             metrics.update(ci)
             log_metrics(loggers, ci)
         metrics["status"] = "ok"
+    except interrupt.Interrupted as e:  # SIGTERM/SIGINT: training saved its checkpoint; a rerun resumes
+        metrics.update({"status": "interrupted", "signal": e.signame, "error": str(e)})
+        raise
     except Exception as e:
         metrics["status"] = "failed"
         metrics["error"] = redact(f"{type(e).__name__}: {e}")  # a server may echo the API key
@@ -269,7 +275,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     finally:
         other = dist.stop(ok=metrics["status"] == "ok")  # another rank's failure fails the run
-        if other:
+        if other and metrics["status"] != "interrupted":  # (the other ranks got the signal too)
             metrics.update({"status": "failed", "error": redact(other)})
         metrics["time/total_s"] = round(time.perf_counter() - t0, 2)
         write_metrics(run_dir, metrics)
@@ -320,7 +326,8 @@ def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
     if done:
         print(f"\nrerun ({run_dir}): finished before under another config (config/digest differs)\n", flush=True)
     try:
-        metrics = run(cfg, run_dir)
+        with interrupt.handlers():  # SIGTERM/SIGINT -> Interrupted: recorded, then exit 128+signum
+            metrics = run(cfg, run_dir)
     except Exception as e:
         if isinstance(e, ConfigError):
             log.error("invalid config: %s", e)
@@ -338,8 +345,14 @@ def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
 
 
 def main() -> None:
-    """Console script ``codistill``: Hydra overrides on the command line."""
-    _hydra_main()
+    """Console script ``codistill``: Hydra overrides on the command line.  A run (or a sweep)
+    stopped by a signal exits 128 + signum after recording it (under SLURM: requeued)."""
+    try:
+        _hydra_main()
+    except interrupt.Interrupted as e:
+        print(f"\n{e}: state saved (metrics.json status: interrupted); run the same command again to resume\n",
+              file=sys.stderr, flush=True)
+        sys.exit(interrupt.exit_status(e))
 
 
 if __name__ == "__main__":
