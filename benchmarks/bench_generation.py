@@ -123,7 +123,7 @@ def vllm_run(cfg, cache, prompts, sampling, seed: int) -> tuple[int, float]:
     return b.last_tokens, time.perf_counter() - t0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--model", default="smollm2-135m-instruct",
                     help="a conf/student/<name>.yaml, or random:<benchmarks/configs/NAME.json>")
@@ -140,7 +140,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--static-cache", action="store_true", help="the hf backend with a static KV cache")
     ap.add_argument("--skip-batch1", action="store_true", help="skip the (slow) batch-1 loop")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from codistill.config import SamplingConfig
 

@@ -57,9 +57,12 @@ def compose(args):
     from hydra import compose as _compose
     from hydra import initialize_config_dir
 
+    from hydra.core.global_hydra import GlobalHydra
+
     from codistill.config import register_configs, validate
 
     register_configs()
+    GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "src" / "codistill" / "conf"), version_base="1.3"):
         rnd = is_random(args.student)
         cfg = _compose("config", overrides=[
@@ -91,7 +94,7 @@ def time_fit(name: str, module, dm, rc, run_dir: Path, warmup: int) -> float:
     return s
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--student", default="smollm2-135m-instruct")
     ap.add_argument("--teacher", default=None, help="a teacher of the same tokenizer (default: the student)")
@@ -103,7 +106,7 @@ def main() -> int:
     ap.add_argument("--online", action="store_true", help="also time KD with the teacher in the training step")
     ap.add_argument("--trainer", default="gpu" if torch.cuda.is_available() else "cpu", help="conf/trainer/<name>")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from codistill.models import load_model, load_tokenizer, model_identity
     from codistill.training import PairDataModule, StudentLM

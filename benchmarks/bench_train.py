@@ -186,7 +186,7 @@ def run_trl(factory, tok, pairs, args, precision, device):
     return steady_rate(per_step, args.warmup), model
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct",
                     help="a student config name, or random:<benchmarks/configs/NAME.json> (e.g. random:qwen2.5-coder-0.5b)")
@@ -201,7 +201,7 @@ def main() -> int:
     ap.add_argument("--only", default="codistill,trl,bare")
     ap.add_argument("--ci", action="store_true", help="a few steps only (CI-sized)")
     ap.add_argument("--cache-dir", default=os.environ.get("CODISTILL_CACHE", "~/.cache/codistill"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.ci:
         args.steps, args.warmup = 4, 1
     from codistill.training import resolve_precision
