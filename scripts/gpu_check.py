@@ -131,7 +131,7 @@ def _text(b) -> str:
 def _error(p: subprocess.CompletedProcess) -> str:
     """The last meaningful line of a failed command's output (the exception, usually)."""
     lines = [ln for ln in (p.stderr + "\n" + p.stdout).splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
-    errs = [ln for ln in lines if "Error" in ln or "error" in ln.split(":")[0] or "timed out" in ln]
+    errs = [ln for ln in lines if any(w in ln for w in ("Error", "error:", "Could not", "timed out"))]
     return (errs or lines or [f"exit status {p.returncode}"])[-1].strip()[:500]
 
 

@@ -41,3 +41,36 @@ def test_training_reports_mfu_against_the_peak_of_its_precision(compose, tmp_pat
                       PAIRS, rc, tmp_path, [])
     assert m["train/peak_flops_source"] == "measured:cpu-bfloat16-matmul"
     assert m["train/steps"] > 0 and 0 < m["train/mfu"] < 1
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_mode_runs_every_step_and_writes_the_report(tmp_path):
+    """``scripts/gpu_check.sh --cpu``: the one-call GPU check, CI-sized, so the GPU call is the only
+    thing left to do.  CUDA-only steps are recorded as skipped (or ok where there is CUDA)."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    p = subprocess.run([str(ROOT / "scripts" / "gpu_check.sh"), "--cpu", "--out", str(out), "--work",
+                        str(tmp_path / "work")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert sorted(x.name for x in out.iterdir()) == ["report.json", "report.md", "steps.log"]  # $OUT: <= 8 files
+    report = json.loads((out / "report.json").read_text())
+    steps = report["steps"]
+    cuda = torch.cuda.is_available()
+    assert set(steps) == {"pipeline:cpu", "pipeline:lora", "pipeline:gpu", "pipeline:ddp", "pipeline:fsdp", "train",
+                          "generation", "kd", "on_policy"}
+    for name in ("pipeline:gpu", "pipeline:ddp", "pipeline:fsdp"):
+        assert steps[name]["status"] == ("ok" if cuda else "skipped: no CUDA"), steps[name]
+    for name in ("pipeline:cpu", "pipeline:lora", "train", "generation", "kd"):
+        assert steps[name]["status"] == "ok", (name, steps[name])
+    assert steps["on_policy"]["status"] in ("ok", "skipped: not available (method=on_policy does not compose)")
+    assert steps["pipeline:lora"]["figures"]["train/trainable_params"] < \
+        steps["pipeline:cpu"]["figures"]["train/trainable_params"]
+    train = steps["train"]["figures"]
+    assert set(train["tokens_per_s"]) >= {"codistill", "bare"} and all(v > 0 for v in train["tokens_per_s"].values())
+    assert train["peak_source"].startswith("measured:cpu-") and 0 < train["mfu"]["codistill"] < 1
+    gen = steps["generation"]["figures"]
+    assert gen["bound_tokens_per_s"] > 0 and all(r["tokens"] > 0 for r in gen["rows"])
+    assert set(steps["kd"]["figures"]["step_s"]) == {"SFT", "KD cached", "KD online"}
+    md = (out / "report.md").read_text()
+    assert "| train | ok |" in md and "| kd | ok |" in md
+    assert "===== train: rc 0" in (out / "steps.log").read_text()
