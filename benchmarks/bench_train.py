@@ -225,10 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device peak {peak / 1e12:.2f} TFLOP/s ({peak_src}); {fpt / 1e9:.2f} GFLOP per token")
     figures = {}
     mfus = {}
+    trl_note = "not run"
     for which in args.only.split(","):
         fn = {"codistill": run_codistill, "trl": run_trl, "bare": run_bare}[which]
         t0 = time.perf_counter()
-        out = fn(factory, tok, pairs, args, precision, device)
+        try:
+            out = fn(factory, tok, pairs, args, precision, device)
+        except Exception as e:
+            if which != "trl":
+                raise
+            # TRL and datasets come from other releases than ours on some machines (the GPU's):
+            # their failure must not lose codistill's and the bare loop's figures
+            trl_note = f"failed: {type(e).__name__}: {e}"[:400]
+            print(f"  trl        {trl_note}", flush=True)
+            continue
+        if which == "trl":
+            trl_note = "SFTTrainer defaults (no packing)"
         figures[which] = out[0]
         mfus[which] = mfu(out[0], fpt, peak)
         print(f"  {which:<10} {out[0]:10.1f} tokens/s   MFU {mfu(out[0], fpt, peak):6.1%}   "
@@ -253,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                        "example_tokens_mean": round(mean_tokens, 1), "peak_flops": peak, "peak_source": peak_src,
                        "flops_per_token": fpt, "tokens_per_s": figures, "mfu": mfus, "ratios": ratios,
                        "targets": {"mfu": 0.40, "vs_trl": 1.5, "vs_bare": 0.95},
-                       "trl": "SFTTrainer defaults (no packing)" if "trl" in figures else "not run"}, f, indent=2)
+                       "trl": trl_note}, f, indent=2)
     return 0
 
 

@@ -195,7 +195,7 @@ def train_step(r: Runner, cpu: bool, timeout: float) -> dict:
         res["targets"] = {
             "mfu >= 40%": _verdict(mfu >= TARGETS["train_mfu"], f"{mfu:.1%}"),
             ">= 1.5x TRL": _verdict(ratios["vs_trl"] >= TARGETS["train_vs_trl"], f"{ratios['vs_trl']:.2f}x")
-            if "vs_trl" in ratios else "trl missing",
+            if "vs_trl" in ratios else ("trl missing" if not trl else f"trl {fig.get('trl')}"),
             ">= 0.95x bare": _verdict(ratios.get("vs_bare", 0) >= TARGETS["train_vs_bare"],
                                       f"{ratios.get('vs_bare', 0):.2f}x"),
         }
