@@ -97,6 +97,43 @@ def sync():
         torch.cuda.synchronize()
 
 
+PROFILE: list[dict] = []  # --profile: the top operators of codistill's profiled steps
+
+
+def profiler_callback(start: int, steps: int = 3):
+    """A Lightning callback that profiles training steps ``start`` .. ``start + steps - 1`` with
+    torch.profiler and keeps the 15 operators with the most self time on the device (CPU time
+    without CUDA) in :data:`PROFILE`, printing the table: what dominates a step."""
+    import pytorch_lightning as pl
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+
+    class Profile(pl.Callback):
+        prof = None
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == start and self.prof is None:
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+                self.prof = profile(activities=acts)
+                self.prof.__enter__()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if self.prof is not None and trainer.global_step >= start + steps:
+                sync()
+                self.prof.__exit__(None, None, None)
+                events = self.prof.key_averages()
+                print(events.table(sort_by=key, row_limit=15), flush=True)
+                total = sum(getattr(e, key, 0) for e in events) or 1
+                rows = sorted(events, key=lambda e: getattr(e, key, 0), reverse=True)[:15]
+                PROFILE[:] = [{"op": e.key, "self_ms": getattr(e, key, 0) / 1e3 / steps, "calls": e.count // steps,
+                               "share": getattr(e, key, 0) / total} for e in rows]
+                self.prof = None
+
+    return Profile()
+
+
 # --------------------------------------------------------------------------- codistill
 def run_codistill(factory, tok, pairs, args, precision, device):
     import pytorch_lightning as pl
@@ -125,7 +162,8 @@ def run_codistill(factory, tok, pairs, args, precision, device):
             "train.checkpoint_every_n_epochs=0", "train.lr=1e-4", f"train.compile={str(args.compile).lower()}"]))
     model = factory()
     with tempfile.TemporaryDirectory() as d:
-        m = train_student(model, tok, pairs, rc, __import__("pathlib").Path(d), [], callbacks=[Timer()])
+        extra = [profiler_callback(args.warmup)] if args.profile else []
+        m = train_student(model, tok, pairs, rc, __import__("pathlib").Path(d), [], callbacks=[Timer(), *extra])
     return steady_rate(marks, args.warmup), model, m
 
 
@@ -199,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--compile", action="store_true", help="train.compile=true for codistill")
     ap.add_argument("--only", default="codistill,trl,bare")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile 3 of codistill's steps after the warm-up (torch.profiler): prints and records the "
+                         "operators that dominate (its tokens/s then includes the profiler's overhead)")
     ap.add_argument("--ci", action="store_true", help="a few steps only (CI-sized)")
     ap.add_argument("--cache-dir", default=os.environ.get("CODISTILL_CACHE", "~/.cache/codistill"))
     args = ap.parse_args(argv)
@@ -265,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                        "example_tokens_mean": round(mean_tokens, 1), "peak_flops": peak, "peak_source": peak_src,
                        "flops_per_token": fpt, "tokens_per_s": figures, "mfu": mfus, "ratios": ratios,
                        "targets": {"mfu": 0.40, "vs_trl": 1.5, "vs_bare": 0.95},
-                       "trl": trl_note}, f, indent=2)
+                       "trl": trl_note, **({"profile": PROFILE} if args.profile else {})}, f, indent=2)
     return 0
 
 

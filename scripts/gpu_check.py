@@ -202,6 +202,18 @@ def train_step(r: Runner, cpu: bool, timeout: float) -> dict:
     return res
 
 
+def profile_step(r: Runner, cpu: bool, timeout: float) -> dict:
+    """codistill's training step under torch.profiler (issue 20: "if MFU is low, profile once"):
+    the operators with the most device time, so the fix can target what dominates."""
+    args = (["--model", "random:tiny", "--steps", "5", "--warmup", "1", "--seq", "128", "--batch", "4"] if cpu else
+            ["--model", STUDENT_ARCH, "--seq", "2048", "--lines", "60,120", "--batch", "8", "--steps", "8",
+             "--warmup", "3"])
+    res, fig = bench(r, "train:profile", "bench_train.py", [*args, "--only", "codistill", "--profile"], timeout)
+    if fig:
+        res["figures"] = {"profile": fig.get("profile", []), "tokens_per_s (profiled)": fig["tokens_per_s"]}
+    return res
+
+
 def generation_step(r: Runner, cpu: bool, timeout: float) -> dict:
     args = (["--model", "random:tiny", "--prompts", "4", "--batch", "4", "--max-new-tokens", "8"] if cpu else
             ["--model", STUDENT_ARCH, "--prompts", "164", "--n", "4", "--batch", "auto", "--max-new-tokens", "256"])
@@ -251,6 +263,28 @@ def on_policy_step(r: Runner, cpu: bool, cuda: bool, timeout: float) -> dict:
             **({} if ok else {"error": str(m.get("error", m.get("status")))[:500]})}
 
 
+def _mfu_missed(results: dict) -> bool:
+    fig = results.get("train", {}).get("figures") or {}
+    return fig.get("mfu", {}).get("codistill", 0.0) < TARGETS["train_mfu"]
+
+
+def ceilings(cpu: bool) -> dict:
+    """The two ceilings measured on this machine (device notes, METHOD.md): a bf16 matmul and a
+    device-to-device copy (bytes read + written); the MFU itself uses the data-sheet peak."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    import archs
+
+    from codistill.training.speed import measure_cpu_peak, measure_matmul_flops
+
+    if torch.cuda.is_available() and not cpu:
+        flops = max(measure_matmul_flops(8192, repeat=10, dtype=torch.bfloat16, device="cuda") for _ in range(2))
+        return {"bf16_matmul_tflops": flops / 1e12, "copy_tb_per_s": archs.measure_bandwidth("cuda", 4096) / 1e12}
+    return {"bf16_matmul_tflops": measure_cpu_peak(torch.bfloat16) / 1e12,
+            "copy_tb_per_s": archs.measure_bandwidth("cpu", 256) / 1e12}
+
+
 def _verdict(met: bool, value: str) -> str:
     return f"{value} (met)" if met else f"{value} (NOT met)"
 
@@ -269,6 +303,8 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
             t = f["tokens_per_s"]
             text = ", ".join(f"{k} {v:.0f} tok/s" for k, v in t.items()) + "; " + \
                 "; ".join(f"{k}: {v}" for k, v in res.get("targets", {}).items())
+        elif name == "train:profile" and f:
+            text = "top: " + ", ".join(f"{row['op']} {row['share']:.0%}" for row in f["profile"][:5])
         elif name == "generation" and f:
             text = ", ".join(f"{row['name']}: {row['tokens_per_s']:.0f} tok/s" for row in f["rows"]) + \
                 f"; bound {f['bound_tokens_per_s']:.0f} tok/s (hf at {f['hf_fraction_of_bound']:.1%})"
@@ -289,6 +325,8 @@ def write_report(out: Path, report: dict) -> str:
     rows = summary_rows(report["steps"])
     lines = [f"# GPU check ({report['mode']}), {report['date']}", "",
              "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), "",
+             "measured ceilings: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in report["ceilings"].items()), "",
              "| step | status | figures |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c.replace('|', '/')} |" for a, b, c in rows]
     lines += ["", f"total {report['seconds']:.0f} s; every step's command and output: steps.log; all figures: "
@@ -321,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.append((name, (lambda n=name, o=overrides, c=needs_cuda:
                             {"status": "skipped: no CUDA"} if c and not cuda else pipeline_step(r, n, o, per_pipeline))))
     plan += [("train", lambda: train_step(r, args.cpu, 240)),
+             ("train:profile", lambda: profile_step(r, args.cpu, 150) if args.cpu or _mfu_missed(results)
+              else {"status": "skipped: MFU target met"}),
              ("generation", lambda: generation_step(r, args.cpu, 180)),
              ("kd", lambda: kd_step(r, args.cpu, 180)),
              ("on_policy", lambda: on_policy_step(r, args.cpu, cuda, 150))]
@@ -339,8 +379,12 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"[:500]}
         results[name]["seconds"] = round(time.monotonic() - s0, 1)
         print(f"[gpu_check] {name}: {results[name]['status']} ({results[name]['seconds']} s)", flush=True)
+    try:
+        measured = ceilings(args.cpu)
+    except Exception as e:  # noqa: BLE001
+        measured = {"error": f"{type(e).__name__}: {e}"[:300]}
     report = {"mode": "cpu" if args.cpu else "gpu", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "versions": versions(), "targets": TARGETS, "seconds": round(time.monotonic() - t0, 1),
+              "versions": versions(), "ceilings": measured, "targets": TARGETS, "seconds": round(time.monotonic() - t0, 1),
               "work": str(work), "steps": results}
     print(write_report(out, report))
     failed = [n for n, res in results.items() if res["status"] == "failed"]

@@ -57,10 +57,10 @@ def test_gpu_check_cpu_mode_runs_every_step_and_writes_the_report(tmp_path):
     steps = report["steps"]
     cuda = torch.cuda.is_available()
     assert set(steps) == {"pipeline:cpu", "pipeline:lora", "pipeline:gpu", "pipeline:ddp", "pipeline:fsdp", "train",
-                          "generation", "kd", "on_policy"}
+                          "train:profile", "generation", "kd", "on_policy"}
     for name in ("pipeline:gpu", "pipeline:ddp", "pipeline:fsdp"):
         assert steps[name]["status"] == ("ok" if cuda else "skipped: no CUDA"), steps[name]
-    for name in ("pipeline:cpu", "pipeline:lora", "train", "generation", "kd"):
+    for name in ("pipeline:cpu", "pipeline:lora", "train", "train:profile", "generation", "kd"):
         assert steps[name]["status"] == "ok", (name, steps[name])
     assert steps["on_policy"]["status"] in ("ok", "skipped: not available (method=on_policy does not compose)")
     assert steps["pipeline:lora"]["figures"]["train/trainable_params"] < \
@@ -68,6 +68,9 @@ def test_gpu_check_cpu_mode_runs_every_step_and_writes_the_report(tmp_path):
     train = steps["train"]["figures"]
     assert set(train["tokens_per_s"]) >= {"codistill", "bare"} and all(v > 0 for v in train["tokens_per_s"].values())
     assert train["peak_source"].startswith("measured:cpu-") and 0 < train["mfu"]["codistill"] < 1
+    profile = steps["train:profile"]["figures"]["profile"]
+    assert profile and any(row["op"] == "aten::mm" for row in profile)  # the matmuls are among the top operators
+    assert report["ceilings"]["bf16_matmul_tflops"] > 0 and report["ceilings"]["copy_tb_per_s"] > 0
     gen = steps["generation"]["figures"]
     assert gen["bound_tokens_per_s"] > 0 and all(r["tokens"] > 0 for r in gen["rows"])
     assert set(steps["kd"]["figures"]["step_s"]) == {"SFT", "KD cached", "KD online"}
