@@ -49,10 +49,11 @@ def random_model(name: str, *, dtype=None, device: str = "cpu", seed: int = 0):
     cfg = arch_config(name)
     torch.manual_seed(seed)
     dtype = dtype or torch.float32
-    try:
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    except TypeError:  # transformers < 4.56 names it torch_dtype
-        model = AutoModelForCausalLM.from_config(cfg, torch_dtype=dtype)
+    with torch.device(device):  # initialised where it runs: 1.8B random weights take seconds on a CPU
+        try:
+            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = AutoModelForCausalLM.from_config(cfg, torch_dtype=dtype)
     return model.to(device)
 
 

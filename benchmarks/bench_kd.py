@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = min(archs.arch_config(args.student).vocab_size, archs.arch_config(teacher_name).vocab_size)
 
         def load_student():
-            return archs.random_model(args.student, dtype=torch.float32)
+            return archs.random_model(args.student, dtype=torch.float32, device=device)
 
         def load_teacher():
             return archs.random_model(teacher_name, dtype=torch.bfloat16 if device == "cuda" else torch.float32,

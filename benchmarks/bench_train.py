@@ -64,8 +64,9 @@ def load(model_name: str, cache_dir: str):
         archs.arch_config(model_name)  # fails now, naming the choices, for an unknown architecture
         tok = archs.tokenizer()
 
-        def factory():
-            return archs.random_model(model_name, dtype=torch.float32)
+        def factory():  # fp32 master weights (bf16-mixed autocasts), made on the GPU where there is one
+            return archs.random_model(model_name, dtype=torch.float32,
+                                      device="cuda" if torch.cuda.is_available() else "cpu")
 
         return factory, tok, f"{model_name} (random weights)"
     from hydra import compose, initialize_config_dir
