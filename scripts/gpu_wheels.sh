@@ -5,15 +5,17 @@
 # needs): the GPU check runs with logger=csv.  Total stays well under the 64 MiB a call may carry.
 #
 #   scripts/gpu_wheels.sh [DIR]        # default .whl
+#   PY_VERSION=3.11 scripts/gpu_wheels.sh DIR   # for another interpreter (a local rehearsal)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${1:-.whl}
 PY=${PYTHON:-python3}
-# packages published as source only are built here, by a Python 3.12 when there is one (pycosat, a C
+PYV=${PY_VERSION:-3.12}
+# packages published as source only are built here, by a Python $PYV when there is one (pycosat, a C
 # extension reasoning-gym imports, has no 3.12 wheel on PyPI); the device's image is glibc-newer
-PYW=${PYTHON312:-}
-for c in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python; do
-  [ -z "$PYW" ] && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && PYW=$c
+PYW=${PYTHON_BUILD:-}
+for c in "python$PYV" "$HOME"/.pyenv/versions/"$PYV"*/bin/python; do
+  [ -z "$PYW" ] && "$c" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$PYV'" >/dev/null 2>&1 && PYW=$c
 done
 PYW=${PYW:-$PY}
 # name==version, pinned to what the project is tested with (the dev venv); each one's own needs
@@ -31,15 +33,17 @@ for w in "${WHEELS[@]}"; do
   name=${w%%==*}
   norm=$(echo "$name" | tr '-' '_' | tr 'A-Z' 'a-z')
   if ls "$DEST" | tr 'A-Z' 'a-z' | grep -q "^${norm}-${w##*==}-"; then continue; fi
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux1_x86_64 --platform any -d "$DEST" "$w" 2>/dev/null \
   || "$PYW" -m pip wheel -q --no-deps -w "$DEST" "$w" 2>&1 \
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }  # sdist only: built here
 done
-# a wheel built here must not be tied to this interpreter (it would not install on the device's 3.12)
-if ls "$DEST" | grep -v -- '-none-any.whl$' | grep -v -E 'cp312|abi3' | grep -q .; then
-  echo "not installable on the device (Python 3.12, x86-64):"; ls "$DEST" | grep -v -- '-none-any.whl$' | grep -v -E 'cp312|abi3'
+# a wheel built here must be for the device's interpreter (cp312), or for any
+TAG=cp${PYV/./}
+if ls "$DEST" | grep -v -- '-none-any.whl$' | grep -v -E "${TAG}|abi3" | grep -q .; then
+  echo "not installable on Python $PYV, x86-64 (no Python $PYV here to build them?):"
+  ls "$DEST" | grep -v -- '-none-any.whl$' | grep -v -E "${TAG}|abi3"
   exit 1
 fi
 echo "wheels in $DEST: $(ls "$DEST" | wc -l), $(du -sh "$DEST" | cut -f1)"
