@@ -169,7 +169,7 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
                                processes=distributed.local_world_size())
     prepare_model(model, cfg)
     device = _train_device(cfg)
-    peak, peak_src = device_peak_flops(device, cfg.train.peak_flops)
+    peak, peak_src = device_peak_flops(device, cfg.train.peak_flops, resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator))
     fpt = model_flops_per_token(model, cfg.train.max_seq_len if cfg.train.packing else
                                 max(1, dm.n_tokens // max(len(dm.items), 1)))
     module = StudentLM(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
