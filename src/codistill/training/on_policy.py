@@ -188,6 +188,7 @@ class OnPolicyStudentLM(KDStudentLM):
         self.end_ids = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
         self.steps = self.on_steps = 0
         self.last_times: dict[str, float] = {}
+        self._batch_idx = 0
 
     # ------------------------------------------------------------------ rollouts
     @torch.no_grad()
