@@ -233,3 +233,19 @@ def test_smoke_sweep_runs_on_policy_with_each_feedback(tmp_path):
         assert m["status"] == "ok" and m["method"] == "on_policy" and m["train/steps"] == 6, m.get("error")
         assert 0.0 <= m["train/final_rollout_pass_rate"] <= 1.0 and 0 < m["train/final_onpolicy_fraction"] <= 1
         assert m["teacher/cached_prompts"] + 0 >= 0 and 0 <= m["eval/pass@1"] <= 1
+
+
+@pytest.mark.slow
+def test_on_policy_runs_under_ddp_with_a_lora_student(tmp_path):
+    """Two CPU ranks (gloo), each rolling out its own shard of prompts, a LoRA student; failed_only
+    keeps the ranks in step even where a rank's whole batch would be left out."""
+    run_dir = tmp_path / "run"
+    p = run_cli(["experiment=smoke", "method=on_policy", "method.feedback=failed_only", "method.lmbda=1",
+                 "trainer=ddp", "trainer.devices=2", "student.lora.enabled=true", "eval.baseline=false",
+                 "logger=csv", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                env={"CODISTILL_CACHE": str(tmp_path / "cache")}, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["train/world_size"] == 2 and m["train/steps"] == 3  # 24 rows / (2 ranks x 4)
+    assert m["train/final_onpolicy_fraction"] == 1.0 and 0.0 <= m["train/final_rollout_pass_rate"] <= 1.0
+    assert m["train/trainable_params"] < 100_000  # the LoRA adapters only (the tiny student has 180k weights)
