@@ -34,6 +34,27 @@ def test_bad_on_policy_values_name_the_key(compose, override, key):
         validate(compose("experiment=smoke", "method=on_policy", override))
 
 
+@pytest.mark.parametrize("override,key", [("method.max_new_tokens=256", "method.max_new_tokens"),
+                                          ("trainer.strategy=fsdp", "trainer.strategy")])
+def test_run_level_conflicts_fail_in_the_method_check_naming_the_key(compose, tmp_path, override, key):
+    from codistill.methods import RunContext, build_method
+
+    # smoke: train.max_seq_len=256; fsdp validates only with accelerator=gpu (nothing is loaded here)
+    rc = validate(compose("experiment=smoke", "method=on_policy", "trainer.accelerator=gpu", override))
+    ctx = RunContext(cfg=rc, run_dir=tmp_path, task=None, train=[], test=[], cache_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_method(rc).check(ctx)
+
+
+def test_rollouts_never_sample_past_the_shared_vocabulary():
+    from codistill.training.on_policy import VocabCut
+
+    scores = torch.zeros(2, 7)
+    cut = VocabCut(5)(None, scores)
+    assert torch.isinf(cut[:, 5:]).all() and (cut[:, :5] == 0).all() and (scores == 0).all()
+    assert VocabCut(7)(None, scores) is scores
+
+
 # --------------------------------------------------------------------------- helpers
 def _tiny(seed: int):
     from codistill.config import TinyConfig

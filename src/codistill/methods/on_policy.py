@@ -32,6 +32,10 @@ class OnPolicy(KD):
         if ctx.cfg.trainer.strategy.startswith("fsdp"):
             raise ConfigError("trainer.strategy: method=on_policy samples from the student inside the training "
                               "step, which FSDP's sharded weights do not support; use trainer=ddp or gpu")
+        new = self.cfg.max_new_tokens or ctx.cfg.sampling.max_new_tokens
+        if new >= ctx.cfg.train.max_seq_len:
+            raise ConfigError(f"method.max_new_tokens: rollouts of {new} tokens leave no room for the prompt in "
+                              f"train.max_seq_len={ctx.cfg.train.max_seq_len}; lower one or raise the other")
         super().check(ctx)  # the shared vocabulary, or TokenizerMismatch naming both models
 
     def build(self, ctx: RunContext) -> MethodResult:

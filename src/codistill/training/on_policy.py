@@ -129,6 +129,19 @@ def concat_batches(a: dict, b: dict, pad_id: int) -> dict:
     return out
 
 
+class VocabCut:
+    """A logits processor: ids from ``vocab_size`` on get probability 0."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[-1] > self.vocab_size:
+            scores = scores.clone()
+            scores[..., self.vocab_size:] = -float("inf")
+        return scores
+
+
 # --------------------------------------------------------------------------- data
 def collate_prompts(batch: list[dict], pad_id: int) -> dict:
     """:func:`collate` of the teacher samples, plus each row's ``prompt_ids`` (a list) and
@@ -216,6 +229,10 @@ class OnPolicyStudentLM(KDStudentLM):
             from transformers import StoppingCriteriaList
 
             kw["stopping_criteria"] = StoppingCriteriaList([TailStopCriteria(self.tok, stops)])
+        if s.vocab_size:  # never sample an id past the shared vocabulary (padded output rows): the teacher has none
+            from transformers import LogitsProcessorList
+
+            kw["logits_processor"] = LogitsProcessorList([VocabCut(s.vocab_size)])
         was_training = self.model.training
         self.model.eval()
         devices = [self.device] if self.device.type == "cuda" else []
