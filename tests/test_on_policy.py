@@ -270,3 +270,20 @@ def test_on_policy_runs_under_ddp_with_a_lora_student(tmp_path):
     assert m["status"] == "ok" and m["train/world_size"] == 2 and m["train/steps"] == 3  # 24 rows / (2 ranks x 4)
     assert m["train/final_onpolicy_fraction"] == 1.0 and 0.0 <= m["train/final_rollout_pass_rate"] <= 1.0
     assert m["train/trainable_params"] < 100_000  # the LoRA adapters only (the tiny student has 180k weights)
+
+
+@pytest.mark.slow
+def test_on_policy_feedbacks_sweep_beside_the_other_methods_on_the_same_problems(tmp_path):
+    fast = ["experiment=smoke", "eval.baseline=false", "dataset.train_size=2", "dataset.test_size=2", "sampling.n=2",
+            "sampling.max_new_tokens=8", "eval.n_samples=0", "eval.k=[1]", "eval.max_new_tokens=8", "logger=csv"]
+    methods = ["ekt", "kd", "persd", "on_policy", "on_policy_failed_only", "on_policy_weighted"]
+    p = run_cli(["-m", *fast, f"method={','.join(methods)}"], cwd=tmp_path,
+                env={"CODISTILL_CACHE": str(tmp_path / "cache")}, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ms = [json.loads(f.read_text()) for f in sorted((tmp_path / "multirun" / "smoke").glob("*/*/metrics.json"))]
+    assert sorted(m["method"] for m in ms) == sorted(["ekt", "kd", "persd"] + ["on_policy"] * 3)
+    assert all(m["status"] == "ok" for m in ms), [m.get("error") for m in ms]
+    assert {m["data/n_test_problems"] for m in ms} == {2} and {m["data/n_train_problems"] for m in ms} == {2}
+    on = {m["onpolicy/feedback"]: m for m in ms if m["method"] == "on_policy"}
+    assert sorted(on) == ["failed_only", "none", "weighted"]
+    assert all(m["teacher/cached_prompts"] == 2 for m in on.values())  # the teacher samples of ekt/kd, reused
