@@ -61,7 +61,8 @@ def compose(args):
     with initialize_config_dir(str(ROOT / "src" / "codistill" / "conf"), version_base="1.3"):
         cfg = _compose("config", overrides=[
             f"student={args.student}", f"teacher={args.teacher or args.student}", "method=on_policy",
-            "dataset=humaneval", "dataset.test_size=0", f"dataset.train_size={args.batch * (args.warmup + args.steps)}",
+            "dataset=humaneval", "dataset.test_size=0",
+            f"dataset.train_size={args.batch * (args.warmup + args.steps)}",
             f"train.batch_size={args.batch}", f"train.max_seq_len={args.seq_len}", "train.checkpoint_every_n_epochs=0",
             "train.warmup_steps=0", f"trainer.max_steps={args.warmup + args.steps}", "trainer.enable_progress_bar=false",
             "logger=csv"])

@@ -186,7 +186,8 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
         "train/trainable_params": n_train,
         "train/world_size": distributed.world_size(),
         **{f"train/final_{k}": float(trainer.callback_metrics[f"train/{k}"])
-           for k in ("kd_loss", "ce_loss", "rollout_pass_rate", "onpolicy_fraction") if f"train/{k}" in trainer.callback_metrics},
+           for k in ("kd_loss", "ce_loss", "rollout_pass_rate", "onpolicy_fraction")
+           if f"train/{k}" in trainer.callback_metrics},
     }
     del trainer, module, dm
     release_memory(model)
