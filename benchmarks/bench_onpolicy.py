@@ -13,8 +13,9 @@ step samples up to ``--new-tokens`` tokens per prompt of the batch from the stud
 weights (temperature 1, the task's stop strings), runs them against the problem's tests in the
 sandbox (``feedback=failed_only``, so the verdicts are used), and lets the teacher score them.
 A callback times every optimizer step; the first ``--warmup`` steps are dropped and the medians
-of the rest are reported, the on-policy step split into rollout (sampling), judge (sandbox),
-teacher scoring (its forward) and update (student forward + backward + optimizer).  With only
+of the rest are reported, and the on-policy steps' mean split into rollout (sampling), judge
+(sandbox), teacher scoring (its forward) and update (the rest of the step: student forward +
+backward + optimizer), each step's update being its time less its other parts.  With only
 SmolLM2 packaged, SmolLM2 is its own teacher (cached KD's step time does not depend on the
 teacher; the on-policy teacher forward costs what this teacher costs).
 """
@@ -41,6 +42,7 @@ class StepTimer(pl.Callback):
     def __init__(self) -> None:
         self.times: list[float] = []
         self.parts: list[dict] = []
+        self.rollout_tokens: list[int] = []
         self._t = 0.0
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
@@ -48,7 +50,10 @@ class StepTimer(pl.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.times.append(time.perf_counter() - self._t)
-        self.parts.append(dict(getattr(module, "last_times", {})))
+        parts = {p: getattr(module, "last_times", {}).get(p, 0.0) for p in PARTS}
+        parts["update"] = max(self.times[-1] - sum(parts.values()), 0.0)  # student forward + backward + step
+        self.parts.append(parts)
+        self.rollout_tokens += list(getattr(module, "last_rollout_tokens", []))
 
 
 def compose(args):
@@ -152,11 +157,12 @@ def main() -> int:
     for name, s in med.items():
         print(f"{name:<10} {s:8.3f} {s / sft:6.2f}x {s / med['KD cached']:5.2f}x")
     on = results["on-policy"]
-    parts = {p: statistics.median(x.get(p, 0.0) for x in on.parts[args.warmup:]) for p in PARTS}
-    total = med["on-policy"]
-    parts["update"] = max(total - sum(parts.values()), 0.0)
-    print("\non-policy step split (medians): " + ", ".join(
-        f"{p} {s:.3f} s ({100 * s / total:.0f}%)" for p, s in parts.items()))
+    timed = on.parts[args.warmup:]
+    total = sum(on.times[args.warmup:])
+    parts = {p: sum(x[p] for x in timed) / len(timed) for p in (*PARTS, "update")}
+    print(f"\non-policy step split (means over the timed steps; rollouts {statistics.mean(on.rollout_tokens):.0f} "
+          f"new tokens per row on average): " + ", ".join(
+              f"{p} {s:.3f} s ({100 * s * len(timed) / total:.0f}%)" for p, s in parts.items()))
     print(f"on-policy / SFT step time = {total / sft:.2f}x; on-policy / cached KD = {total / med['KD cached']:.2f}x")
     return 0
 

@@ -50,6 +50,7 @@ def test_onpolicy_benchmark_prints_the_step_split_beside_sft_and_cached_kd(tmp_p
                 "--new-tokens", "8", tmp_path=tmp_path)
     for name in ("SFT", "KD cached", "on-policy"):
         assert re.search(rf"^{name}\s+[\d.]+\s+[\d.]+x\s+[\d.]+x$", out, re.M), out
-    assert re.search(r"on-policy step split \(medians\): rollout [\d.]+ s \(\d+%\), judge [\d.]+ s \(\d+%\), "
+    assert re.search(r"on-policy step split \(means over the timed steps; rollouts \d+ new tokens per row on "
+                     r"average\): rollout [\d.]+ s \(\d+%\), judge [\d.]+ s \(\d+%\), "
                      r"teacher [\d.]+ s \(\d+%\), update [\d.]+ s \(\d+%\)", out), out
     assert re.search(r"on-policy / SFT step time = [\d.]+x; on-policy / cached KD = [\d.]+x", out), out

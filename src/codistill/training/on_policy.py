@@ -201,6 +201,7 @@ class OnPolicyStudentLM(KDStudentLM):
         self.end_ids = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
         self.steps = self.on_steps = 0
         self.last_times: dict[str, float] = {}
+        self.last_rollout_tokens: list[int] = []  # tokens sampled per row in the last rollout
         self._batch_idx = 0
 
     # ------------------------------------------------------------------ rollouts
@@ -270,6 +271,7 @@ class OnPolicyStudentLM(KDStudentLM):
             new = concat_batches(new, {k: batch[k] for k in ("input_ids", "labels", "attention_mask", "weights")},
                                  self.pad_id)
         self.last_times.update(rollout=t1 - t0, judge=t2 - t1)
+        self.last_rollout_tokens = [len(c) for c in comps]
         return new, {"train/rollout_tokens": float(sum(len(c) for c in comps)) / len(comps),
                      "train/rollout_pass_rate": sum(passed) / len(passed)}
 
