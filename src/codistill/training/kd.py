@@ -42,6 +42,7 @@ from codistill.generation.cache import digest
 from codistill.training.data import PairDataModule, PairDataset, collate
 from codistill.training.losses import IGNORE, ce_loss, kd_loss, mix, sparse_kd_loss
 from codistill.training.module import StudentLM
+from codistill.training.resume import ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class KDDataModule(pl.LightningDataModule):
         if self.reader is None:
             return b.train_dataloader()
         pad = b.tokenizer.pad_token_id if b.tokenizer.pad_token_id is not None else b.tokenizer.eos_token_id
-        return DataLoader(TopKDataset(b.items, self.reader), batch_size=b.batch_size, shuffle=True,
+        return ResumableLoader(TopKDataset(b.items, self.reader), batch_size=b.batch_size, shuffle=True,
                           num_workers=b.num_workers, collate_fn=functools.partial(collate_topk, pad_id=pad),
                           generator=torch.Generator().manual_seed(b.seed))
 
@@ -273,6 +274,8 @@ class KDStudentLM(StudentLM):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         self.log("train/kd_loss", out["kd"], prog_bar=True, batch_size=bs)
         self.log("train/ce_loss", out["ce"], batch_size=bs)
+        self._last = {"train/loss": out["loss"].detach(), "train/kd_loss": out["kd"].detach(),
+                      "train/ce_loss": out["ce"].detach()}
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return out["loss"]
 

@@ -36,11 +36,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
-
 from codistill.training.data import IGNORE, PairDataset, collate, encode_example
 from codistill.training.kd import KDSpec, KDStudentLM
 from codistill.training.losses import kd_loss
+from codistill.training.resume import ResumableLoader
 
 FEEDBACK = ("none", "failed_only", "weighted")
 
@@ -173,10 +172,10 @@ class OnPolicyDataModule(pl.LightningDataModule):
     def n_tokens(self) -> int:
         return sum(len(x["input_ids"]) for x in self.items)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         t = self.tokenizer
         pad = t.pad_token_id if t.pad_token_id is not None else t.eos_token_id
-        return DataLoader(PairDataset(self.items), batch_size=self.batch_size, shuffle=True,
+        return ResumableLoader(PairDataset(self.items), batch_size=self.batch_size, shuffle=True,
                           num_workers=self.num_workers, collate_fn=functools.partial(collate_prompts, pad_id=pad),
                           generator=torch.Generator().manual_seed(self.seed))
 
@@ -304,6 +303,8 @@ class OnPolicyStudentLM(KDStudentLM):
         loss = self.gkd_loss(batch)
         figures.update({"train/onpolicy_fraction": self.on_steps / self.steps,
                         "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"]})
+        self._last.update({"train/loss": loss.detach(), "train/kd_loss": loss.detach(),
+                           **{k: torch.tensor(float(v)) for k, v in figures.items() if k != "train/lr"}})
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/kd_loss", loss, batch_size=bs)
         self.log_dict(figures, batch_size=bs, sync_dist="train/rollout_pass_rate" in figures)
