@@ -9,8 +9,10 @@ run's precision) fitting ``StudentLM`` (SFT), ``KDStudentLM`` with the teacher's
 streamed from the on-disk cache (``method=kd_cached``), and ``OnPolicyStudentLM`` with
 ``lmbda=1`` (every step on-policy; ``method=on_policy``).  Data: HumanEval problems, the
 student's zero-shot prompt + the canonical solution, truncated to ``--seq-len``; the on-policy
-step samples up to ``--new-tokens`` tokens per prompt of the batch from the student's current
-weights (temperature 1, the task's stop strings), runs them against the problem's tests in the
+step samples ``--new-tokens`` tokens per prompt of the batch from the student's current weights
+(temperature 1; exactly that many, so its rows are as long as the SFT rows: prompt left-truncated
+to ``--seq-len - --new-tokens`` + the sample; ``--natural-length``: up to that many, ending at eos
+or the task's stop strings, as in training), runs them against the problem's tests in the
 sandbox (``feedback=failed_only``, so the verdicts are used), and lets the teacher score them.
 A callback times every optimizer step; the first ``--warmup`` steps are dropped and the medians
 of the rest are reported, and the on-policy steps' mean split into rollout (sampling), judge
@@ -93,6 +95,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=128, help="on-policy rollout length (at most)")
+    ap.add_argument("--natural-length", action="store_true",
+                    help="rollouts end at eos / the task's stop strings (default: exactly --new-tokens, so the "
+                         "on-policy rows are as long as the SFT rows)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--top-k", type=int, default=64)
@@ -144,7 +149,8 @@ def main() -> int:
         student = load_model(rc.student, cache, for_training=True)
         spec = OnPolicySpec(beta=0.5, temperature=1.0, vocab_size=vocab, teacher=teacher, lmbda=1.0,
                             feedback="failed_only", max_new_tokens=args.new_tokens, rollout_temperature=1.0,
-                            examples=examples, task=task, problems=problems, rendered=rendered,
+                            fixed_length=not args.natural_length, examples=examples, task=task, problems=problems,
+                            rendered=rendered,
                             timeout_s=rc.task.timeout_s, memory_mb=rc.task.memory_mb)
         dm_on, module = kd_modules(student, datamodule(), rc, spec)
         results["on-policy"] = time_fit("on-policy", module, dm_on, rc, Path(tmp) / "onpolicy", args.warmup)
@@ -163,7 +169,8 @@ def main() -> int:
     print(f"\non-policy step split (means over the timed steps; rollouts {statistics.mean(on.rollout_tokens):.0f} "
           f"new tokens per row on average): " + ", ".join(
               f"{p} {s:.3f} s ({100 * s * len(timed) / total:.0f}%)" for p, s in parts.items()))
-    print(f"on-policy / SFT step time = {total / sft:.2f}x; on-policy / cached KD = {total / med['KD cached']:.2f}x")
+    print(f"on-policy / SFT step time = {med['on-policy'] / sft:.2f}x; "
+          f"on-policy / cached KD = {med['on-policy'] / med['KD cached']:.2f}x")
     return 0
 
 

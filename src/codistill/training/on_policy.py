@@ -56,6 +56,7 @@ class OnPolicySpec(KDSpec):
     pass_weight: float = 0.5
     max_new_tokens: int = 128
     rollout_temperature: float = 1.0
+    fixed_length: bool = False  # rollouts of exactly max_new_tokens (no stop, no eos): benchmarks compare at one length
     seed: int = 0
     examples: list = field(default_factory=list)  # {"prompt", "completion", "problem": index}
     task: Any = None
@@ -224,7 +225,9 @@ class OnPolicyStudentLM(KDStudentLM):
             kw.update(do_sample=True, temperature=s.rollout_temperature, top_k=0, top_p=1.0)
         else:
             kw.update(do_sample=False)
-        stops = list(getattr(s.task, "stop", ()) or ())
+        if s.fixed_length:
+            kw["min_new_tokens"] = s.max_new_tokens
+        stops = [] if s.fixed_length else list(getattr(s.task, "stop", ()) or ())
         if stops:
             from transformers import StoppingCriteriaList
 
