@@ -71,8 +71,8 @@ def compose(args):
             "dataset=humaneval", "dataset.test_size=0",
             f"dataset.train_size={args.batch * (args.warmup + args.steps)}",
             f"train.batch_size={args.batch}", f"train.max_seq_len={args.seq_len}", "train.checkpoint_every_n_epochs=0",
-            "train.warmup_steps=0", f"trainer.max_steps={args.warmup + args.steps}", "trainer.enable_progress_bar=false",
-            "logger=csv"])
+            "train.warmup_steps=0", f"trainer.max_steps={args.warmup + args.steps}",
+            "trainer.enable_progress_bar=false", "logger=csv"])
     return validate(cfg)
 
 

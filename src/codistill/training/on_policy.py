@@ -36,6 +36,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+
 from codistill.training.data import IGNORE, PairDataset, collate, encode_example
 from codistill.training.kd import KDSpec, KDStudentLM
 from codistill.training.losses import kd_loss
