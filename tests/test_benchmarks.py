@@ -43,3 +43,14 @@ def test_kd_benchmark_prints_kd_over_sft_step_time(tmp_path):
     out = bench("bench_kd.py", "--student", "tiny", "--steps", "3", "--warmup", "1", "--seq-len", "64",
                 tmp_path=tmp_path)
     assert re.search(r"KD \(cached top-\d+\) / SFT step time = [\d.]+x; target <= 1.5x", out), out
+
+
+def test_onpolicy_benchmark_prints_the_step_split_beside_sft_and_cached_kd(tmp_path):
+    out = bench("bench_onpolicy.py", "--student", "tiny", "--steps", "2", "--warmup", "1", "--seq-len", "64",
+                "--new-tokens", "8", tmp_path=tmp_path)
+    for name in ("SFT", "KD cached", "on-policy"):
+        assert re.search(rf"^{name}\s+[\d.]+\s+[\d.]+x\s+[\d.]+x$", out, re.M), out
+    assert re.search(r"on-policy step split \(means over the timed steps; rollouts \d+ new tokens per row on "
+                     r"average\): rollout [\d.]+ s \(\d+%\), judge [\d.]+ s \(\d+%\), "
+                     r"teacher [\d.]+ s \(\d+%\), update [\d.]+ s \(\d+%\)", out), out
+    assert re.search(r"on-policy / SFT step time = [\d.]+x; on-policy / cached KD = [\d.]+x", out), out

@@ -18,9 +18,10 @@ SWEEPS = {
     "repro_ekt_offline": ["none", "ekt", "expert_iteration", "stand"],
     "repro_kd_offline": ["none", "ekt", "kd_cached"],
     "repro_persd_offline": ["none", "stand", "persd", "persd_refine", "persd_combined"],
+    "repro_onpolicy_offline": ["kd_cached", "on_policy", "on_policy_failed_only", "on_policy_weighted"],
 }
 
-NAME = {"kd_cached": "kd"}  # a group option that is a variant of a method (method.teacher_logits=cached)
+NAME = {"kd_cached": "kd", "on_policy_failed_only": "on_policy", "on_policy_weighted": "on_policy"}  # group options that are variants of a method
 
 
 @pytest.mark.parametrize("experiment", sorted(SWEEPS))

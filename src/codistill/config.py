@@ -388,6 +388,37 @@ class KDConfig(EKTConfig):
         _check(self.teacher_batch_size >= 1, f"{key}.teacher_batch_size", "must be >= 1")
 
 
+@dataclass
+class OnPolicyConfig(EKTConfig):
+    """On-policy distillation (GKD): on a ``lmbda`` share of the steps the student samples its own
+    completions, which the frozen teacher scores token by token (generalised JSD at ``beta``,
+    ``temperature``); the other steps train the same way on the teacher's samples (drawn as in EKT,
+    kept all or, ``filter``, only the passing ones).  ``feedback``: the rollouts' sandbox verdicts
+    weigh them -- none | failed_only (passing samples left out) | weighted (``pass_weight``)."""
+
+    name: str = "on_policy"
+    filter: bool = False  # off-policy data: every teacher sample (true: only passing ones, as EKT)
+    lmbda: float = 0.5  # share of on-policy steps (0: KD on teacher samples only; 1: all on-policy)
+    beta: float = 0.5  # generalised JSD: 0 -> forward KL, 1 -> reverse KL
+    temperature: float = 1.0
+    seq_kd: bool = False  # on-policy steps also keep the batch's teacher samples
+    feedback: str = "none"  # none | failed_only | weighted
+    pass_weight: float = 0.5  # feedback=weighted: a passing rollout's weight (a failing one: 1)
+    max_new_tokens: Optional[int] = None  # rollout length; null: sampling.max_new_tokens
+    rollout_temperature: float = 1.0  # the student's sampling temperature (0: greedy)
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        _check(0.0 <= self.lmbda <= 1.0, f"{key}.lmbda", f"must be in [0, 1], got {self.lmbda}")
+        _check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
+        _check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
+        _choice(self.feedback, f"{key}.feedback", ("none", "failed_only", "weighted"))
+        _check(0.0 <= self.pass_weight <= 1.0, f"{key}.pass_weight", f"must be in [0, 1], got {self.pass_weight}")
+        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, f"{key}.max_new_tokens",
+               "must be >= 1 or null")
+        _check(self.rollout_temperature >= 0, f"{key}.rollout_temperature", "must be >= 0 (0: greedy)")
+
+
 # --------------------------------------------------------------------------- training
 @dataclass
 class TrainConfig:
@@ -573,6 +604,7 @@ METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
     "kd": KDConfig,
     "stand": StanDConfig,
     "expert_iteration": ExpertIterationConfig,
+    "on_policy": OnPolicyConfig,
 }
 
 

@@ -14,6 +14,7 @@ METHODS = {
     "kd": "codistill.methods.kd:KD",
     "stand": "codistill.methods.stand:StanD",
     "expert_iteration": "codistill.methods.expert_iteration:ExpertIteration",
+    "on_policy": "codistill.methods.on_policy:OnPolicy",
 }
 
 

@@ -210,7 +210,8 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
         "train/peak_flops_source": peak_src,
         "train/trainable_params": n_train,
         "train/world_size": distributed.world_size(),
-        **{f"train/final_{k}": losses[f"train/{k}"] for k in ("kd_loss", "ce_loss") if f"train/{k}" in losses},
+        **{f"train/final_{k}": losses[f"train/{k}"]
+           for k in ("kd_loss", "ce_loss", "rollout_pass_rate", "onpolicy_fraction") if f"train/{k}" in losses},
     }
     if module.resumed_from_step is not None:
         result["train/resumed_from_step"] = module.resumed_from_step

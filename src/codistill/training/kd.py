@@ -282,7 +282,10 @@ class KDStudentLM(StudentLM):
 
 def kd_modules(model, data: PairDataModule, cfg, spec: KDSpec, **speed) -> tuple[KDDataModule, KDStudentLM]:
     """The data module (``data``'s items, plus cached top-k) and LightningModule that train
-    ``model`` with ``spec``'s loss.  ``speed``: StudentLM's throughput/MFU settings."""
+    ``model`` with ``spec``'s loss.  ``speed``: StudentLM's throughput/MFU settings.  A spec with
+    ``make_modules`` (:class:`codistill.training.on_policy.OnPolicySpec`) makes its own pair."""
+    if hasattr(spec, "make_modules"):
+        return spec.make_modules(model, data, cfg, **speed)
     module = KDStudentLM(model, spec, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                          warmup_steps=cfg.train.warmup_steps, log_every_n_steps=cfg.trainer.log_every_n_steps,
                          **speed)

@@ -81,19 +81,33 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def _weighted_mean(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_t w_t v_t / |{t: mask_t, w_t > 0}|``: positions of weight 0 are dropped (not counted),
+    other weights scale their position's share of the mean.  All weights 0: a zero that still
+    carries the graph (every DDP rank then still runs its backward)."""
+    w = weights.to(values.dtype) * mask.to(values.dtype)
+    return (values * w).sum() / (w > 0).to(values.dtype).sum().clamp(min=1.0)
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
-            kind: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0) -> torch.Tensor:
+            kind: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
     """Dense KD loss: ``T**2 * mean_{t: labels_t != IGNORE} D(p_S,t, p_T,t)`` at temperature ``T``.
 
     ``student_logits`` and ``teacher_logits``: ``[..., V]`` (same ``V``: slice to the shared
     vocabulary first); ``labels``: ``[...]``, aligned with the logits.  Computed in float32.
+    ``weights`` (broadcastable to ``labels``, e.g. ``[B, 1]`` per sequence): ``T**2 * sum_t w_t D_t
+    / |{t: w_t > 0}|`` instead -- a weight-0 sequence is left out, a weight-0.5 one counts half.
     """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} differ; slice both to the shared vocabulary")
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return temperature ** 2 * _masked_mean(divergence(s, t, kind, beta), labels != IGNORE)
+    d = divergence(s, t, kind, beta)
+    if weights is None:
+        return temperature ** 2 * _masked_mean(d, labels != IGNORE)
+    return temperature ** 2 * _weighted_mean(d, labels != IGNORE, torch.broadcast_to(weights, labels.shape))
 
 
 def topk_with_rest(logp_topk: torch.Tensor) -> torch.Tensor:
