@@ -78,7 +78,8 @@ def test_bad_kd_values_name_the_key(compose, override, key):
 
 
 def test_kd_defaults_compose(compose):
-    from codistill.config import KDConfig, validate
+    from codistill.config import validate
+    from codistill.methods.kd import KDConfig
 
     m = validate(compose("experiment=smoke", "method=kd")).method
     assert isinstance(m, KDConfig)

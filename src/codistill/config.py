@@ -1,10 +1,11 @@
 """Structured configs: the schema every composed config is validated against.
 
 Hydra merges the YAML files of ``conf/`` onto these dataclasses, so a wrong *type*
-fails at composition with the key named.  Range and choice checks live in
-``__post_init__`` and run in :func:`validate`, before any model is loaded.
-Each config group has one schema, registered in the ConfigStore under
-``schema/<group>`` and named in that group's YAML defaults list.
+fails at composition with the key named.  Range and choice checks live in each schema's
+``check(key)`` and run in :func:`validate`, before any model is loaded.  The run-level
+groups' schemas are registered in the ConfigStore (``<group>/_schema``, named in the group's
+YAML defaults list); a plugin group's schema (``method``) lives beside its code and is found
+through the option's ``_target_`` (:mod:`codistill.plugins`).
 """
 
 from __future__ import annotations
@@ -15,24 +16,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from codistill.plugins import ConfigError, check, choice, schema_of
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key."""
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
-
-
-def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, key, f"{value!r} is not one of {list(choices)}")
-
-
-def _check_keep(keep: str, max_per_problem: Optional[int], key: str) -> None:
-    """The keep policy shared by the filtering methods (ekt and its kin, expert_iteration, persd)."""
-    _choice(keep, f"{key}.keep", ("first", "unique"))
-    _check(max_per_problem is None or max_per_problem >= 1, f"{key}.max_per_problem", "must be >= 1 or null")
+_check, _choice = check, choice  # the names this module's checks use
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -279,144 +265,14 @@ class GenerationConfig:
 # --------------------------------------------------------------------------- method
 @dataclass
 class MethodConfig:
-    """Fields shared by every method; each method's own schema extends it."""
+    """Fields shared by every method.  Each method's own schema extends it, in the method's own
+    file (its class's ``Config``, found through ``_target_``: :mod:`codistill.plugins`)."""
 
-    name: str = MISSING
+    _target_: str = MISSING  # the method's class, e.g. codistill.methods.ekt.EKT
+    name: str = MISSING  # what metrics.json, W&B and reports call it
 
     def check(self, key: str) -> None:
         pass
-
-
-@dataclass
-class NoneMethodConfig(MethodConfig):
-    name: str = "none"
-
-
-@dataclass
-class EKTConfig(MethodConfig):
-    name: str = "ekt"
-    keep: str = "first"  # first | unique
-    max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
-
-    def check(self, key: str) -> None:
-        _check_keep(self.keep, self.max_per_problem, key)
-
-
-@dataclass
-class StanDConfig(EKTConfig):
-    """``stand``: EKT's filter on the teacher's zero-shot solutions."""
-
-    name: str = "stand"
-
-
-@dataclass
-class ExpertIterationConfig(MethodConfig):
-    """``expert_iteration``: rounds of (the student samples the unsolved problems -> filter -> fine-tune)."""
-
-    name: str = "expert_iteration"
-    rounds: int = 2
-    from_base: bool = True  # each round fine-tunes the base student (EKT code); false: continue from the last round
-    base_shots: Optional[int] = None  # exemplars in the base (untrained) student's prompt (null: task.num_shots)
-    keep: str = "first"  # first | unique (as ekt)
-    max_per_problem: Optional[int] = None
-
-    def check(self, key: str) -> None:
-        _check(self.rounds >= 1, f"{key}.rounds", f"must be >= 1, got {self.rounds}")
-        _check(self.base_shots is None or self.base_shots >= 0, f"{key}.base_shots",
-               "must be >= 0 or null")
-        _check_keep(self.keep, self.max_per_problem, key)
-
-
-@dataclass
-class PERsDConfig(MethodConfig):
-    """PERsD: the student attempts each problem once; the teacher refines the failed attempts
-    given the execution feedback; passing refinements are kept (``persd_refine`` /
-    ``persd_combined`` differ only in the training pairs they make)."""
-
-    name: str = "persd"
-    # the student's one attempt per problem (0 = greedy); 0.3 as the PersDistill code samples it
-    # (scripts/chatgpt_ilf_pipeline_auto_feedback_alpaca.sh: TEMP=0.3 for gen_student_attempt)
-    attempt_temperature: float = 0.3
-    keep: str = "unique"  # refinements kept per problem: first | unique (every distinct passing one)
-    max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
-    # GSM-style tasks (the gold answer is the only test): name the expected answer in the feedback.
-    # false (default): a teacher shown the answer could pass by returning it without solving
-    reveal_answer: bool = False
-
-    def check(self, key: str) -> None:
-        _check(self.attempt_temperature >= 0, f"{key}.attempt_temperature", "must be >= 0")
-        _check_keep(self.keep, self.max_per_problem, key)
-
-
-@dataclass
-class PERsDRefineConfig(PERsDConfig):
-    name: str = "persd_refine"
-
-
-@dataclass
-class PERsDCombinedConfig(PERsDConfig):
-    name: str = "persd_combined"
-
-
-@dataclass
-class KDConfig(EKTConfig):
-    """Token-level distillation on teacher samples (drawn and, by default, filtered as in EKT).
-
-    loss = alpha * kd + (1 - alpha) * ce, kd in {forward_kl, reverse_kl, jsd (beta)} at
-    ``temperature`` (times T^2).  teacher_logits: ``online`` (the frozen teacher runs in the
-    training step) or ``cached`` (its top-``top_k`` log-probs computed once into the cache).
-    """
-
-    name: str = "kd"
-    filter: bool = True  # keep only passing samples (as EKT); false: every teacher sample
-    loss: str = "forward_kl"  # forward_kl | reverse_kl | jsd
-    beta: float = 0.5  # jsd only: 0 -> forward KL, 1 -> reverse KL
-    temperature: float = 1.0
-    alpha: float = 0.5  # weight of the KD term; 1 - alpha weighs the cross-entropy
-    teacher_logits: str = "online"  # online | cached
-    top_k: int = 64  # cached only: teacher log-probs kept per position
-    teacher_batch_size: int = 8  # cached only: sequences per teacher forward when precomputing
-
-    def check(self, key: str) -> None:
-        super().check(key)
-        _choice(self.loss, f"{key}.loss", ("forward_kl", "reverse_kl", "jsd"))
-        _check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
-        _check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
-        _check(0.0 <= self.alpha <= 1.0, f"{key}.alpha", f"must be in [0, 1], got {self.alpha}")
-        _choice(self.teacher_logits, f"{key}.teacher_logits", ("online", "cached"))
-        _check(self.top_k >= 1, f"{key}.top_k", f"must be >= 1, got {self.top_k}")
-        _check(self.teacher_batch_size >= 1, f"{key}.teacher_batch_size", "must be >= 1")
-
-
-@dataclass
-class OnPolicyConfig(EKTConfig):
-    """On-policy distillation (GKD): on a ``lmbda`` share of the steps the student samples its own
-    completions, which the frozen teacher scores token by token (generalised JSD at ``beta``,
-    ``temperature``); the other steps train the same way on the teacher's samples (drawn as in EKT,
-    kept all or, ``filter``, only the passing ones).  ``feedback``: the rollouts' sandbox verdicts
-    weigh them -- none | failed_only (passing samples left out) | weighted (``pass_weight``)."""
-
-    name: str = "on_policy"
-    filter: bool = False  # off-policy data: every teacher sample (true: only passing ones, as EKT)
-    lmbda: float = 0.5  # share of on-policy steps (0: KD on teacher samples only; 1: all on-policy)
-    beta: float = 0.5  # generalised JSD: 0 -> forward KL, 1 -> reverse KL
-    temperature: float = 1.0
-    seq_kd: bool = False  # on-policy steps also keep the batch's teacher samples
-    feedback: str = "none"  # none | failed_only | weighted
-    pass_weight: float = 0.5  # feedback=weighted: a passing rollout's weight (a failing one: 1)
-    max_new_tokens: Optional[int] = None  # rollout length; null: sampling.max_new_tokens
-    rollout_temperature: float = 1.0  # the student's sampling temperature (0: greedy)
-
-    def check(self, key: str) -> None:
-        super().check(key)
-        _check(0.0 <= self.lmbda <= 1.0, f"{key}.lmbda", f"must be in [0, 1], got {self.lmbda}")
-        _check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
-        _check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
-        _choice(self.feedback, f"{key}.feedback", ("none", "failed_only", "weighted"))
-        _check(0.0 <= self.pass_weight <= 1.0, f"{key}.pass_weight", f"must be in [0, 1], got {self.pass_weight}")
-        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, f"{key}.max_new_tokens",
-               "must be >= 1 or null")
-        _check(self.rollout_temperature >= 0, f"{key}.rollout_temperature", "must be >= 0 (0: greedy)")
 
 
 # --------------------------------------------------------------------------- training
@@ -595,19 +451,6 @@ class RunConfig:
                 "seed/teacher_mode": "per-run" if self.teacher_seed is None else "shared"}
 
 
-METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
-    "none": NoneMethodConfig,
-    "ekt": EKTConfig,
-    "persd": PERsDConfig,
-    "persd_refine": PERsDRefineConfig,
-    "persd_combined": PERsDCombinedConfig,
-    "kd": KDConfig,
-    "stand": StanDConfig,
-    "expert_iteration": ExpertIterationConfig,
-    "on_policy": OnPolicyConfig,
-}
-
-
 def register_configs() -> None:
     from codistill.sweep import register_resolvers
 
@@ -619,8 +462,6 @@ def register_configs() -> None:
                         ("generation", GenerationConfig), ("trainer", TrainerConfig),
                         ("logger", LoggerConfig)):
         cs.store(group=group, name="_schema", node=node)
-    for name, node in METHOD_SCHEMAS.items():
-        cs.store(group="method", name=f"_schema_{name}", node=node)
 
 
 def check_finite(obj: Any, key: str = "") -> None:
@@ -649,10 +490,11 @@ def validate(cfg: DictConfig) -> RunConfig:
     Raises :class:`ConfigError` naming the key.  Runs in well under a second and loads
     nothing, so a bad sweep value fails before any model is touched.
     """
-    method_name = OmegaConf.select(cfg, "method.name")
-    schema = METHOD_SCHEMAS.get(method_name)
-    if schema is None:
-        raise ConfigError(f"method.name: unknown method {method_name!r}; known: {sorted(METHOD_SCHEMAS)}")
+    target = OmegaConf.select(cfg, "method._target_")
+    if target is None:
+        raise ConfigError("method._target_: missing; a method's YAML names its class (conf/method/ekt.yaml: "
+                          "_target_: codistill.methods.ekt.EKT)")
+    schema = schema_of(target, "method._target_", MethodConfig)
     try:
         method_cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg.method)
         method = OmegaConf.to_object(method_cfg)

@@ -11,17 +11,31 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
+from typing import Optional
 
+from codistill.config import MethodConfig
 from codistill.generation import generate
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
-from codistill.methods.filtering import filter_metrics, generation_rows, kept_examples, pairs_of, select_kept
+from codistill.methods.filtering import check_keep, filter_metrics, generation_rows, kept_examples, pairs_of, select_kept
 from codistill.tasks.judge import Judged, judge_completions
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class EKTConfig(MethodConfig):
+    name: str = "ekt"
+    keep: str = "first"  # first | unique
+    max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
+
+    def check(self, key: str) -> None:
+        check_keep(self.keep, self.max_per_problem, key)
+
+
 class EKT(Method):
     name = "ekt"
+    Config = EKTConfig
 
     def select(self, judged: list[Judged]) -> list[Judged]:
         """The samples of one problem to train on (subclasses may change the policy)."""

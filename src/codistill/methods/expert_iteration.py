@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
+from typing import Optional
 
+from codistill.config import MethodConfig
 from codistill.generation import generate
 from codistill.generation.cache import digest
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
-from codistill.methods.filtering import filter_metrics, generation_rows, kept_examples, pairs_of
+from codistill.methods.filtering import check_keep, filter_metrics, generation_rows, kept_examples, pairs_of
+from codistill.plugins import check
 from codistill.tasks.base import Problem
 from codistill.tasks.judge import Judged, judge_completions
 
@@ -51,8 +55,27 @@ def round_seed(seed: int, r: int) -> int:
     return seed if r == 1 else int(digest({"seed": seed, "expert_iteration_round": r})[:15], 16)
 
 
+@dataclass
+class ExpertIterationConfig(MethodConfig):
+    """``expert_iteration``: rounds of (the student samples the unsolved problems -> filter -> fine-tune)."""
+
+    name: str = "expert_iteration"
+    rounds: int = 2
+    from_base: bool = True  # each round fine-tunes the base student (EKT code); false: continue from the last round
+    base_shots: Optional[int] = None  # exemplars in the base (untrained) student's prompt (null: task.num_shots)
+    keep: str = "first"  # first | unique (as ekt)
+    max_per_problem: Optional[int] = None
+
+    def check(self, key: str) -> None:
+        check(self.rounds >= 1, f"{key}.rounds", f"must be >= 1, got {self.rounds}")
+        check(self.base_shots is None or self.base_shots >= 0, f"{key}.base_shots",
+               "must be >= 0 or null")
+        check_keep(self.keep, self.max_per_problem, key)
+
+
 class ExpertIteration(Method):
     name = "expert_iteration"
+    Config = ExpertIterationConfig
 
     def build(self, ctx: RunContext) -> MethodResult:
         m = self.cfg

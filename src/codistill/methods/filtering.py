@@ -7,8 +7,18 @@ and turn the passing ones into zero-shot (prompt -> program) training pairs here
 
 from __future__ import annotations
 
+from codistill.plugins import check, choice
 from codistill.tasks.base import Problem, normalize_program
 from codistill.tasks.judge import Judged
+
+
+KEEP_POLICIES = ("first", "unique")
+
+
+def check_keep(keep: str, max_per_problem: int | None, key: str) -> None:
+    """The keep policy shared by the filtering methods (ekt and its kin, expert_iteration, persd)."""
+    choice(keep, f"{key}.keep", KEEP_POLICIES)
+    check(max_per_problem is None or max_per_problem >= 1, f"{key}.max_per_problem", "must be >= 1 or null")
 
 
 def select_kept(judged: list[Judged], keep: str, max_per_problem: int | None = None) -> list[Judged]:

@@ -15,16 +15,49 @@ Before any weights load, :meth:`KD.check` compares the tokenizers
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from codistill.methods.base import MethodResult, RunContext
-from codistill.methods.ekt import EKT
+from codistill.methods.ekt import EKT, EKTConfig
+from codistill.plugins import check, choice
 from codistill.tasks.judge import Judged
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class KDConfig(EKTConfig):
+    """Token-level distillation on teacher samples (drawn and, by default, filtered as in EKT).
+
+    loss = alpha * kd + (1 - alpha) * ce, kd in {forward_kl, reverse_kl, jsd (beta)} at
+    ``temperature`` (times T^2).  teacher_logits: ``online`` (the frozen teacher runs in the
+    training step) or ``cached`` (its top-``top_k`` log-probs computed once into the cache).
+    """
+
+    name: str = "kd"
+    filter: bool = True  # keep only passing samples (as EKT); false: every teacher sample
+    loss: str = "forward_kl"  # forward_kl | reverse_kl | jsd
+    beta: float = 0.5  # jsd only: 0 -> forward KL, 1 -> reverse KL
+    temperature: float = 1.0
+    alpha: float = 0.5  # weight of the KD term; 1 - alpha weighs the cross-entropy
+    teacher_logits: str = "online"  # online | cached
+    top_k: int = 64  # cached only: teacher log-probs kept per position
+    teacher_batch_size: int = 8  # cached only: sequences per teacher forward when precomputing
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        choice(self.loss, f"{key}.loss", ("forward_kl", "reverse_kl", "jsd"))
+        check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
+        check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
+        check(0.0 <= self.alpha <= 1.0, f"{key}.alpha", f"must be in [0, 1], got {self.alpha}")
+        choice(self.teacher_logits, f"{key}.teacher_logits", ("online", "cached"))
+        check(self.top_k >= 1, f"{key}.top_k", f"must be >= 1, got {self.top_k}")
+        check(self.teacher_batch_size >= 1, f"{key}.teacher_batch_size", "must be >= 1")
+
+
 class KD(EKT):
     name = "kd"
+    Config = KDConfig
 
     def check(self, ctx: RunContext) -> None:
         from codistill.training.vocab import shared_vocab_size

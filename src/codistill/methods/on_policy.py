@@ -16,15 +16,51 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Optional
 
 from codistill.methods.base import MethodResult, RunContext
+from codistill.methods.ekt import EKTConfig
 from codistill.methods.kd import KD
+from codistill.plugins import check, choice
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class OnPolicyConfig(EKTConfig):
+    """On-policy distillation (GKD): on a ``lmbda`` share of the steps the student samples its own
+    completions, which the frozen teacher scores token by token (generalised JSD at ``beta``,
+    ``temperature``); the other steps train the same way on the teacher's samples (drawn as in EKT,
+    kept all or, ``filter``, only the passing ones).  ``feedback``: the rollouts' sandbox verdicts
+    weigh them -- none | failed_only (passing samples left out) | weighted (``pass_weight``)."""
+
+    name: str = "on_policy"
+    filter: bool = False  # off-policy data: every teacher sample (true: only passing ones, as EKT)
+    lmbda: float = 0.5  # share of on-policy steps (0: KD on teacher samples only; 1: all on-policy)
+    beta: float = 0.5  # generalised JSD: 0 -> forward KL, 1 -> reverse KL
+    temperature: float = 1.0
+    seq_kd: bool = False  # on-policy steps also keep the batch's teacher samples
+    feedback: str = "none"  # none | failed_only | weighted
+    pass_weight: float = 0.5  # feedback=weighted: a passing rollout's weight (a failing one: 1)
+    max_new_tokens: Optional[int] = None  # rollout length; null: sampling.max_new_tokens
+    rollout_temperature: float = 1.0  # the student's sampling temperature (0: greedy)
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        check(0.0 <= self.lmbda <= 1.0, f"{key}.lmbda", f"must be in [0, 1], got {self.lmbda}")
+        check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
+        check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
+        choice(self.feedback, f"{key}.feedback", ("none", "failed_only", "weighted"))
+        check(0.0 <= self.pass_weight <= 1.0, f"{key}.pass_weight", f"must be in [0, 1], got {self.pass_weight}")
+        check(self.max_new_tokens is None or self.max_new_tokens >= 1, f"{key}.max_new_tokens",
+               "must be >= 1 or null")
+        check(self.rollout_temperature >= 0, f"{key}.rollout_temperature", "must be >= 0 (0: greedy)")
+
+
 class OnPolicy(KD):
     name = "on_policy"
+    Config = OnPolicyConfig
 
     def check(self, ctx: RunContext) -> None:
         from codistill.config import ConfigError

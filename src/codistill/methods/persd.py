@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
+from typing import Optional
 
-from codistill.config import SamplingConfig
+from codistill.config import MethodConfig, SamplingConfig
 from codistill.generation import generate
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
 from codistill.methods.ekt import select_kept
+from codistill.plugins import check
 from codistill.tasks.base import REFINE_GUIDANCE
 from codistill.tasks.feedback import collect_feedback
 from codistill.tasks.judge import judge_completions
@@ -40,8 +43,30 @@ log = logging.getLogger(__name__)
 UNSPECIFIED_FEEDBACK = "The program fails the tests."
 
 
+@dataclass
+class PERsDConfig(MethodConfig):
+    """PERsD: the student attempts each problem once; the teacher refines the failed attempts
+    given the execution feedback; passing refinements are kept (``persd_refine`` /
+    ``persd_combined`` differ only in the training pairs they make)."""
+
+    name: str = "persd"
+    # the student's one attempt per problem (0 = greedy); 0.3 as the PersDistill code samples it
+    # (scripts/chatgpt_ilf_pipeline_auto_feedback_alpaca.sh: TEMP=0.3 for gen_student_attempt)
+    attempt_temperature: float = 0.3
+    keep: str = "unique"  # refinements kept per problem: first | unique (every distinct passing one)
+    max_per_problem: Optional[int] = None  # with keep=unique: cap per problem
+    # GSM-style tasks (the gold answer is the only test): name the expected answer in the feedback.
+    # false (default): a teacher shown the answer could pass by returning it without solving
+    reveal_answer: bool = False
+
+    def check(self, key: str) -> None:
+        check(self.attempt_temperature >= 0, f"{key}.attempt_temperature", "must be >= 0")
+        check_keep(self.keep, self.max_per_problem, key)
+
+
 class PERsD(Method):
     name = "persd"
+    Config = PERsDConfig
     #: the kinds of training pair made from each kept refinement: "persd" (task -> solution),
     #: "persd_refine" (task + attempt + feedback -> solution)
     pair_kinds: tuple[str, ...] = ("persd",)

@@ -4,9 +4,17 @@
 solution) as ``persd_refine`` (methods/persd.py).
 """
 
-from codistill.methods.persd import PERsD
+from dataclasses import dataclass
+
+from codistill.methods.persd import PERsD, PERsDConfig
+
+
+@dataclass
+class PERsDCombinedConfig(PERsDConfig):
+    name: str = "persd_combined"
 
 
 class PERsDCombined(PERsD):
     name = "persd_combined"
+    Config = PERsDCombinedConfig
     pair_kinds = ("persd", "persd_refine")
