@@ -69,7 +69,7 @@ def test_different_tokenizers_are_a_clear_error_naming_both(tmp_path):
 @pytest.mark.parametrize("override,key", [
     ("method.alpha=1.5", "method.alpha"), ("method.loss=tvd", "method.loss"), ("method.beta=-0.1", "method.beta"),
     ("method.temperature=0", "method.temperature"), ("method.teacher_logits=disk", "method.teacher_logits"),
-    ("method.top_k=0", "method.top_k")])
+    ("method.top_k=0", "method.top_k"), ("method.cross_tokenizer=bytes", "method.cross_tokenizer")])
 def test_bad_kd_values_name_the_key(compose, override, key):
     from codistill.config import ConfigError, validate
 
@@ -263,10 +263,11 @@ def test_kd_training_logs_both_terms_and_lowers_the_kd_loss(compose, tmp_path):
 
 
 # --------------------------------------------------------------------------- the CLI
-def test_tokenizer_mismatch_fails_before_any_weights_load(tmp_path):
+def test_tokenizer_mismatch_with_refuse_fails_before_any_weights_load(tmp_path):
     other = _edited_tokenizer(tmp_path, "swapped_tok", _swap_two_tokens)
     run_dir = tmp_path / "run"
-    p = run_cli(["experiment=smoke", "method=kd", "teacher.source=local", f"teacher.path={other}",
+    p = run_cli(["experiment=smoke", "method=kd", "method.cross_tokenizer=refuse", "teacher.source=local",
+                 f"teacher.path={other}",
                  "teacher.name=odd-teacher", "logger=csv", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                 env={"CODISTILL_CACHE": str(tmp_path / "cache")})
     assert p.returncode != 0
