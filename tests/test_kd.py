@@ -314,3 +314,19 @@ def test_offline_qwen_coder_teacher_and_student_share_their_vocabulary(compose):
     n = shared_vocab_size(t_tok, s_tok, teacher_name=rc.teacher.name, student_name=rc.student.name)
     widths = [AutoConfig.from_pretrained(resolve_checkpoint(m, cache)).vocab_size for m in (rc.teacher, rc.student)]
     assert n <= min(widths) and n >= 151643  # every real Qwen2.5 token is shared
+
+
+def test_teacher_topk_store_is_keyed_by_the_teachers_dtype_and_the_cross_tokenizer_mode(tmp_path):
+    """A bf16 teacher's log-probs differ from its fp32 weights': they must not share a store."""
+    from codistill.training.kd import precompute_topk
+
+    teacher, tok = _tiny(1)
+    items = _items(tok)[:2]
+    kw = dict(root=tmp_path, teacher_id="tiny-teacher", k=4, temperature=1.0, vocab_size=1536)
+    fp32, _ = precompute_topk(teacher, items, **kw)
+    bf16, stats = precompute_topk(teacher.to(torch.bfloat16), items, **kw)
+    assert bf16 != fp32 and stats["kd/topk_computed"] == 2
+    uld, _ = precompute_topk(teacher, items, mode="uld", **kw)
+    assert uld not in (fp32, bf16)
+    index = json.loads((Path(bf16) / "index.json").read_text())
+    assert (index["dtype"], index["format"]) == ("bfloat16", 2)
