@@ -329,3 +329,27 @@ def test_cli_kd_across_tokenizers_runs_ok(tmp_path):
     assert p.returncode != 0
     m = json.loads((tmp_path / "refuse" / "metrics.json").read_text())
     assert "TokenizerMismatch" in m["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.packaged_models
+def test_demo_kd_on_the_default_pair_runs_ok(tmp_path):
+    """`codistill experiment=demo method=kd`: Qwen2.5-Coder-0.5B teaches SmolLM2-135M across
+    tokenizers (auto -> aligned, teacher online), at tiny sizes; a cold generation cache."""
+    from conftest import run_cli
+
+    models = _model_dir("qwen2.5-coder-0.5b-instruct").parent
+    _model_dir("smollm2-135m-instruct")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(models)  # the converted models; everything else cold
+    run_dir = tmp_path / "run"
+    p = run_cli(["experiment=demo", "method=kd", "method.filter=false", "dataset.train_size=2", "dataset.test_size=2",
+                 "sampling.n=2", "sampling.max_new_tokens=48", "train.epochs=1", "train.checkpoint_every_n_epochs=1",
+                 "eval.baseline=false", "eval.max_new_tokens=32", "logger=csv", f"hydra.run.dir={run_dir}"],
+                cwd=tmp_path, env={"CODISTILL_CACHE": str(cache)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["kd/cross_tokenizer"] == "aligned" and m["kd/teacher_logits"] == "online"
+    assert m["data/n_kept"] == 4 and m["kd/cross_positions"] > 0 and m["kd/shared_pieces"] > 20000
+    assert m["train/final_kd_loss"] > 0 and m["train/steps"] == 1
