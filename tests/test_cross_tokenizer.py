@@ -206,6 +206,20 @@ def test_aligned_loss_is_the_shared_divergence_plus_uld_of_the_rest():
     assert torch.isfinite(x.grad).all()
 
 
+def test_memory_estimate_counts_the_teachers_logits_and_the_uld_sorts():
+    """Qwen2.5 (152k) teacher online -> SmolLM2 (49k) student, batch 4 x 384: ~1.9 GiB of teacher
+    logits and their log-softmax, ~3.4 GiB more for the sorts -- more than the 135M student's weights."""
+    from codistill.training.memory import GIB, kd_logit_bytes
+
+    kw = dict(batch=4, seq_len=384, teacher_vocab=151936, student_vocab=49152)
+    shared = kd_logit_bytes(online=True, cross=False, **kw)
+    cross = kd_logit_bytes(online=True, cross=True, **kw)
+    assert shared == 4 * 384 * 151936 * 8 and 1.5 * GIB < shared < 2 * GIB
+    assert cross == shared + 4 * 384 * (151936 + 49152) * 12
+    assert kd_logit_bytes(online=False, cross=False, **kw) == 0  # a cached top-k: negligible
+    assert 0 < kd_logit_bytes(online=False, cross=True, **kw) < shared
+
+
 # --------------------------------------------------------------------------- a tiny model on another tokenizer
 def other_tokenizer(tmp_path: Path) -> Path:
     """The tiny tokenizer cut to its first 100 merges (the tokens no merge makes dropped) with
