@@ -193,21 +193,41 @@ def aligned_kd_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, te
     if s_logp.shape[0] == 0:
         return student_logits.sum() * 0.0
     t2s = t2s.to(s_logp.device)
-    sid = t2s.expand(t_logp.shape[0], -1) if teacher_ids is None else t2s[teacher_ids.long()]  # [N, K]
+    if teacher_ids is None:
+        return _aligned_dense(s_logp, t_logp, t2s, kind, beta, temperature)
+    sid = t2s[teacher_ids.long()]  # [N, K]
     shared = sid >= 0
     neg = torch.tensor(2 * LOG_FLOOR, device=s_logp.device)  # "absent": exp() is 0, gradients stay finite
     t_shared = torch.where(shared, t_logp, neg)
     s_shared = torch.where(shared, torch.gather(s_logp, -1, sid.clamp(min=0)), neg)
     kd = divergence(topk_with_rest(s_shared), topk_with_rest(t_shared), kind, beta) * temperature ** 2
-    # unshared mass: the teacher's unshared entries; every student id outside the map's image
+    # unshared mass: the teacher's unshared entries among its K; every student id outside the map's image
     image = torch.zeros(s_logp.shape[-1], dtype=torch.bool, device=s_logp.device)
     image[t2s[t2s >= 0]] = True
-    s_un = s_logp.exp().masked_fill(image, 0.0)
+    s_un = s_logp.exp()[:, ~image]
     t_un = t_logp.exp().masked_fill(shared, 0.0)
-    k = t_un.shape[-1] if t_un.shape[-1] < s_un.shape[-1] and t_un.shape[-1] < t2s.shape[0] else s_un.shape[-1]
-    s_sorted = torch.topk(s_un, k, dim=-1).values if k < s_un.shape[-1] else torch.sort(s_un, -1, True).values
-    t_sorted = torch.sort(t_un, dim=-1, descending=True).values
-    return (kd + uld_distance(s_sorted, t_sorted)).mean()
+    k = min(t_un.shape[-1], s_un.shape[-1])
+    s_top = torch.topk(s_un, k, dim=-1).values
+    t_top = torch.sort(t_un, dim=-1, descending=True).values
+    return (kd + uld_distance(s_top, t_top)).mean()
+
+
+def _aligned_dense(s_logp: torch.Tensor, t_logp: torch.Tensor, t2s: torch.Tensor, kind: str, beta: float,
+                   temperature: float) -> torch.Tensor:
+    """:func:`aligned_kd_loss` with the teacher's whole vocabulary (``t_logp`` in id order):
+    the shared columns are gathered once, and the unshared parts sorted only as far as the
+    shorter one reaches (the longer one's remainder is its tail: ``W1`` exactly)."""
+    t_cols = torch.nonzero(t2s >= 0).squeeze(-1)
+    s_cols = t2s[t_cols]
+    kd = divergence(topk_with_rest(s_logp[:, s_cols]), topk_with_rest(t_logp[:, t_cols]), kind, beta)
+    image = torch.zeros(s_logp.shape[-1], dtype=torch.bool, device=s_logp.device)
+    image[s_cols] = True
+    s_un = s_logp[:, ~image].exp()
+    t_un = t_logp[:, t2s < 0].exp()
+    k = min(s_un.shape[-1], t_un.shape[-1])
+    s_top, s_tail = sorted_probs(s_un.clamp(min=1e-45).log(), k)
+    t_top, t_tail = sorted_probs(t_un.clamp(min=1e-45).log(), k)
+    return (kd * temperature ** 2 + uld_distance(s_top, t_top, s_tail, t_tail)).mean()
 
 
 def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
