@@ -338,6 +338,7 @@ def test_cli_kd_across_tokenizers_runs_ok(tmp_path):
         m = json.loads((tmp_path / name / "metrics.json").read_text())
         assert m["status"] == "ok" and m["kd/cross_tokenizer"] == "aligned"
         assert m["kd/cross_positions"] > 0 and m["train/final_kd_loss"] > 0
+        assert m["kd/vocab_size"] == 1536 and m["kd/teacher_vocab_size"] == 360
     p = run_cli(base + ["method.cross_tokenizer=refuse", f"hydra.run.dir={tmp_path / 'refuse'}"], cwd=tmp_path,
                 env=env)
     assert p.returncode != 0

@@ -91,7 +91,7 @@ class KD(EKT):
             n_pos += len(c.s_pos)
             n_tok += sum(1 for v in c.student["labels"][1:] if v != -100)
         result.metrics.update({"kd/cross_positions": n_pos, "kd/cross_position_share": round(n_pos / max(n_tok, 1), 4),
-                               "kd/teacher_vocab_size": spec.teacher_vocab_size})
+                               "kd/vocab_size": spec.vocab_size, "kd/teacher_vocab_size": spec.teacher_vocab_size})
         if spec.t2s is not None:
             result.metrics["kd/shared_pieces"] = int((spec.t2s >= 0).sum())
         return teacher_items
