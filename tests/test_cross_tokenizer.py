@@ -197,10 +197,14 @@ def test_aligned_loss_is_the_shared_divergence_plus_uld_of_the_rest():
     t4 = _logp(3, 4, seed=6)
     torch.testing.assert_close(aligned_kd_loss(s_logits, t4, None, ident, kind="jsd"),
                                divergence(s_logp, t4, "jsd").mean(), rtol=1e-5, atol=1e-6)
-    # a cached top-k gives the same entries by id; gradients stay finite with nothing shared
+    # a cached top-k gives the same entries by id (also with more unshared student ids than
+    # teacher entries); gradients stay finite with nothing shared
     ids = torch.topk(t_logp, 5, -1).indices
     torch.testing.assert_close(aligned_kd_loss(s_logits, torch.gather(t_logp, -1, ids), ids, t2s), got,
                                rtol=1e-5, atol=1e-6)
+    wide, t2s_few = _logp(3, 9, seed=7), torch.tensor([2, -1, -1, 3, -1])  # 7 unshared student ids > 5
+    torch.testing.assert_close(aligned_kd_loss(wide, torch.gather(t_logp, -1, ids), ids, t2s_few),
+                               aligned_kd_loss(wide, t_logp, None, t2s_few), rtol=1e-5, atol=1e-6)
     x = s_logits.clone().requires_grad_(True)
     aligned_kd_loss(x, t_logp[:, [2, 4]], torch.tensor([[2, 4]] * 3), t2s).backward()
     assert torch.isfinite(x.grad).all()

@@ -206,7 +206,8 @@ def aligned_kd_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, te
     image[t2s[t2s >= 0]] = True
     s_un = s_logp.exp()[:, ~image]
     t_un = t_logp.exp().masked_fill(shared, 0.0)
-    k = min(t_un.shape[-1], s_un.shape[-1])
+    # a top-k teacher: the student's K largest; a complete one (K = V_T): all of the student's
+    k = s_un.shape[-1] if t_un.shape[-1] >= t2s.shape[0] else min(t_un.shape[-1], s_un.shape[-1])
     s_top = torch.topk(s_un, k, dim=-1).values
     t_top = torch.sort(t_un, dim=-1, descending=True).values
     return (kd + uld_distance(s_top, t_top)).mean()
