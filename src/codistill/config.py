@@ -97,6 +97,7 @@ class ModelConfig:
     # how this role is sampled, when not as the `generation` group says: e.g. a teacher served by
     # an OpenAI-compatible server (backend: openai) next to a local student
     backend: Optional[str] = None  # null | hf | vllm | openai
+    push_to_hub: Optional[str] = None  # student only: a hub repo id the trained student is pushed to (codistill.publishing)
 
     def check(self, key: str) -> None:
         _choice(self.source, f"{key}.source", ("hub", "local", "packaged_gguf", "tiny"))
@@ -138,9 +139,10 @@ class DatasetConfig:
     min_tests: int = 3
     max_tests: int = 10
     tests_max_new_tokens: int = 256
+    file: Optional[str] = None  # humaneval_plus / mbpp_plus: a local file in EvalPlus's JSONL format
 
     def check(self, key: str) -> None:
-        _choice(self.task, f"{key}.task", ("gsm", "humaneval", "mbpp"))
+        _choice(self.task, f"{key}.task", ("gsm", "humaneval", "mbpp", "humaneval_plus", "mbpp_plus"))
         for k in ("train_size", "test_size"):
             v = getattr(self, k)
             _check(v is None or v >= 0, f"{key}.{k}", f"must be >= 0 or null, got {v}")
@@ -403,6 +405,7 @@ class TrainConfig:
     num_workers: int = 0
     save_student: bool = True  # save the trained student (transformers format) under <run>/student
     checkpoint_every_n_epochs: int = 1  # Lightning checkpoint (weights + optimizer) for resuming; 0 = none
+    checkpoint_every_n_steps: int = 0  # also every n optimizer steps (resumes mid-epoch); 0 = not by steps
     packing: bool = False  # several examples per row, no attention across their boundaries
     compile: bool = False  # torch.compile the student
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
@@ -419,6 +422,7 @@ class TrainConfig:
         _check(self.max_seq_len >= 16, f"{key}.max_seq_len", "must be >= 16")
         _check(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0 (0 disables clipping)")
         _check(self.checkpoint_every_n_epochs >= 0, f"{key}.checkpoint_every_n_epochs", "must be >= 0")
+        _check(self.checkpoint_every_n_steps >= 0, f"{key}.checkpoint_every_n_steps", "must be >= 0")
         _check(self.peak_flops is None or self.peak_flops > 0, f"{key}.peak_flops", "must be > 0 or null")
 
 
@@ -646,6 +650,9 @@ def validate(cfg: DictConfig) -> RunConfig:
 
             dataclasses.replace(rest.generation, backend=backend).check(f"generation[{role}.backend={backend}]")
     rest.trainer.check("trainer")
+    _check(rest.teacher.push_to_hub is None, "teacher.push_to_hub", "only the trained student is published")
+    _check(not rest.student.push_to_hub or rest.train.save_student, "student.push_to_hub",
+           "pushes the saved student: set train.save_student=true")
     rest.logger.check("logger")
     _choice(rest.sweep_lock, "sweep_lock", ("wait", "skip"))
     rest.train.check("train")

@@ -31,7 +31,7 @@ from codistill.sweep import job_metrics
 
 ID_COLUMNS = ["method", "teacher", "student", "dataset", "seed"]
 CONFIG_COLUMNS = ["method", "teacher", "student", "dataset"]
-_PASS = re.compile(r"^(eval|eval_base)/(?:step(\d+)/)?pass@(\d+)$")
+_PASS = re.compile(r"^(eval|eval_base)/(?:step(\d+)/|plus/)?pass@(\d+)$")
 #: data figures shown beside pass@k where a job has them: metrics.json key -> column
 DATA_COLUMNS = {"data/problems_solved": "solved", "data/student_solved": "student_solved",
                 "data/sent_to_teacher": "sent_to_teacher", "data/n_kept": "data_kept"}
@@ -43,7 +43,7 @@ def pass_columns(columns) -> list[str]:
     after them."""
     def key(c):
         m = _PASS.match(c)
-        return int(m.group(3)), m.group(1) != "eval", int(m.group(2) or 0)
+        return int(m.group(3)), m.group(1) != "eval", int(m.group(2) or 0), "/plus/" in c  # plus beside base
 
     found = [c for c in columns if _PASS.match(str(c)) and int(_PASS.match(str(c)).group(2) or 1) >= 1]
     return sorted(found, key=key)

@@ -24,6 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from codistill import faults, interrupt
 from codistill.config import ConfigError, register_configs, validate
 from codistill.redact import redact
 from codistill.sweep import config_digest, failure_metrics, finished, hydra_sweep_dir, read_metrics
@@ -92,6 +93,9 @@ def results_table(metrics: dict) -> str:
                         else "")
         rows.append((f"trained student {name}" if metrics.get("method") != "none" else f"student {name}",
                      _ci(metrics, k)))
+    for k in sorted(k for k in metrics if k.startswith(("eval_base/plus/pass@", "eval/plus/pass@"))
+                    and isinstance(metrics[k], float) and "_ci95" not in k):  # EvalPlus: base + plus tests
+        rows.append((f"{'base student' if k.startswith('eval_base') else 'student'} {k.split('/', 1)[1]}", _ci(metrics, k)))
     d = "eval/delta_vs_base/pass@1"
     if d in metrics:
         rows.append(("trained - base pass@1", f"{metrics[d]:+.3f} [{metrics[f'{d}_ci95_lo']:+.3f}, "
@@ -119,6 +123,9 @@ def results_table(metrics: dict) -> str:
         rows.append(("training", f"{metrics.get('train/steps')} steps, {metrics['train/tokens_per_s']:.0f} tokens/s"))
     rows.append(("time", f"{metrics.get('time/total_s', 0):.1f} s"))
     rows.append(("status", str(metrics.get("status"))))
+    if "publish/repo_id" in metrics:  # student.push_to_hub
+        rows.append(("publish", f"FAILED: {metrics['publish/error']}" if "publish/error" in metrics
+                     else f"pushed to {metrics['publish/repo_id']}"))
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"  {a:<{w}}  {b}" for a, b in rows)
 
@@ -132,6 +139,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from codistill.models import check_hardware
 
     check_hardware(rc)  # e.g. QLoRA without CUDA: a ConfigError before anything loads
+    from codistill.evaluation import student_backend
+
+    student_backend.check(rc)  # generation=vllm evaluates the trained student from its saved checkpoint
     # trainer.devices > 1: codistill starts the other ranks here (codistill.distributed); ranks
     # other than 0 write their artifacts to a scratch dir, only training shares the run dir
     dist = distributed.start(rc.trainer, cfg, run_dir)
@@ -208,6 +218,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
+            faults.hit("stage", "train")
             model, tok, _ = ctx.load("student", for_training=True) if result.student is None else \
                 (result.student, ctx.tokenizer("student"), None)
             metrics.update(train_student(model, tok, result.pairs, rc, shared_dir, loggers, kd=result.kd))
@@ -227,11 +238,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         if rc.eval.enabled:
             log.info("stage: evaluating the student on %d problems", len(test))
+            faults.hit("stage", "eval")
             from codistill.models import resolve_dtype
 
             model.to(resolve_dtype(rc.student.dtype))
+            eval_backend = student_backend.build(student_backend.choose(rc, trained=bool(result.pairs),
+                                                                        run_dir=run_dir), rc, model)
             ev = evaluate(model, tok, eval_task, test, rc, run_dir=run_dir, model_id=student_id,
-                          cache_root=ctx.cache_dir)
+                          cache_root=ctx.cache_dir, backend=eval_backend)
             metrics.update(ev)
             log_metrics(loggers, ev)
             log_eval_table(loggers, run_dir / "eval_samples.jsonl", test)
@@ -240,14 +254,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 fit_cfg = dataclasses.replace(rc, eval=dataclasses.replace(rc.eval, greedy=True, n_samples=0, k=[1],
                                                                            refine_steps=0))
                 fm = evaluate(model, tok, task, fit, fit_cfg, run_dir=run_dir, model_id=None,
-                              cache_root=ctx.cache_dir, samples_file="eval_fit_samples.jsonl")
+                              cache_root=ctx.cache_dir, samples_file="eval_fit_samples.jsonl", backend=eval_backend)
                 metrics.update({"train/fit_pass@1": fm["eval/pass@1"], "train/fit_n_problems": len(fit)})
             from codistill.stats import run_ci_metrics
 
             ci = run_ci_metrics(run_dir, metrics)  # 95% intervals, trained - base with its p-value
+            from codistill.evaluation.plus import plus_ci_metrics
+
+            ci.update(plus_ci_metrics(run_dir, metrics))  # EvalPlus: the plus figures' intervals
             metrics.update(ci)
             log_metrics(loggers, ci)
         metrics["status"] = "ok"
+    except interrupt.Interrupted as e:  # SIGTERM/SIGINT: training saved its checkpoint; a rerun resumes
+        metrics.update({"status": "interrupted", "signal": e.signame, "error": str(e)})
+        raise
     except Exception as e:
         metrics["status"] = "failed"
         metrics["error"] = redact(f"{type(e).__name__}: {e}")  # a server may echo the API key
@@ -255,7 +275,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     finally:
         other = dist.stop(ok=metrics["status"] == "ok")  # another rank's failure fails the run
-        if other:
+        if other and metrics["status"] != "interrupted":  # (the other ranks got the signal too)
             metrics.update({"status": "failed", "error": redact(other)})
         metrics["time/total_s"] = round(time.perf_counter() - t0, 2)
         write_metrics(run_dir, metrics)
@@ -263,6 +283,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from codistill.tracking import finish
 
             finish(loggers, {k: v for k, v in metrics.items() if k != "traceback"})
+    if rc.student.push_to_hub and metrics["status"] == "ok" and dist.is_zero:  # results saved first, never lost
+        from codistill.publishing import publish
+
+        metrics.update(publish(rc.student.push_to_hub, run_dir, metrics, redact(OmegaConf.to_yaml(cfg, resolve=True))))
+        write_metrics(run_dir, metrics)
     if other:
         raise RuntimeError(other)
     return metrics
@@ -301,7 +326,8 @@ def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
     if done:
         print(f"\nrerun ({run_dir}): finished before under another config (config/digest differs)\n", flush=True)
     try:
-        metrics = run(cfg, run_dir)
+        with interrupt.handlers():  # SIGTERM/SIGINT -> Interrupted: recorded, then exit 128+signum
+            metrics = run(cfg, run_dir)
     except Exception as e:
         if isinstance(e, ConfigError):
             log.error("invalid config: %s", e)
@@ -319,8 +345,14 @@ def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
 
 
 def main() -> None:
-    """Console script ``codistill``: Hydra overrides on the command line."""
-    _hydra_main()
+    """Console script ``codistill``: Hydra overrides on the command line.  A run (or a sweep)
+    stopped by a signal exits 128 + signum after recording it (under SLURM: requeued)."""
+    try:
+        _hydra_main()
+    except interrupt.Interrupted as e:
+        print(f"\n{e}: state saved (metrics.json status: interrupted); run the same command again to resume\n",
+              file=sys.stderr, flush=True)
+        sys.exit(interrupt.exit_status(e))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,12 @@ def load_problems(cfg) -> tuple[list[Problem], list[Problem]]:
         from codistill.datasets.code_alpaca import load_code_alpaca
 
         return load_code_alpaca(cfg)
+    if cfg.name in ("humaneval_plus", "mbpp_plus"):
+        from codistill.datasets.evalplus import load_evalplus
+
+        return load_evalplus(cfg)
     raise ValueError(f"dataset.name: no loader for {cfg.name!r} "
-                     "(known: gsm8k, gsm_symbolic, humaneval, mbpp, code_alpaca)")
+                     "(known: gsm8k, gsm_symbolic, humaneval, mbpp, code_alpaca, humaneval_plus, mbpp_plus)")
 
 
 def prepare_problems(ctx, metrics: dict) -> tuple[list[Problem], list[Problem]]:

@@ -63,7 +63,8 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
 
     ``backend``: a generation backend to sample with (``model`` may then be None); default an
     hf backend over ``model`` with ``cfg.generation``'s batch settings.  The run evaluates a
-    trained student, which lives in memory, with hf whatever ``generation.backend`` says.
+    trained student with hf over the in-memory model, or with vLLM over its saved checkpoint
+    where the student is sampled with vLLM (codistill.evaluation.student_backend).
     """
     from codistill.generation.hf import HFBackend
 
@@ -88,6 +89,10 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
         judged = judge_completions(task, problems, prompts, comps, timeout_s=cfg.task.timeout_s,
                                    memory_mb=cfg.task.memory_mb)
         metrics.update(pass_metrics(judged, kind, sampling.n, ev, prefix="eval/"))
+        if getattr(task, "plus_tests", False):  # EvalPlus: the same samples on base + plus tests
+            from codistill.evaluation.plus import plus_view
+
+            metrics.update(pass_metrics(plus_view(judged), kind, sampling.n, ev, prefix="eval/plus/"))
         metrics[f"eval/{kind}_tokens_per_s"] = stats["tokens_per_s"]
         for row, js in zip(rows, judged):
             row["samples"].extend({"kind": kind, "completion": j.completion, "program": j.program,
@@ -111,4 +116,7 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
     with (run_dir / samples_file).open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, default=str) + "\n")
+    from codistill.evaluation.exports import write_exports
+
+    write_exports(run_dir, samples_file, problems, rows)  # EvalPlus samples + bigcode generations
     return metrics

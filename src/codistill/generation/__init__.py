@@ -74,7 +74,12 @@ def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str 
     if cache and results:
         log.info("generation cache %s: %d of %d prompts already done", cache.path.name, len(results),
                  len(results) + len(todo))
-    from codistill import distributed
+    from codistill import distributed, faults
+
+    def on_batch(rows) -> None:  # each finished batch is cached at once: a killed pass loses one batch
+        if cache:
+            cache.append(rows)
+        faults.hit("generate_batch")
 
     if distributed.world_size() > 1:  # ranks split the prompts: agree on rank 0's view of the cache first
         results, todo = distributed.broadcast_object((results, todo))
@@ -82,11 +87,11 @@ def generate(backend, prompts: list[str], sampling, *, seed: int, model_id: str 
         if todo:
             t0 = time.perf_counter()
             fresh, stats["tokens"] = distributed.generate_sharded(backend, todo, sampling, seed,
-                                                                   on_batch=cache.append if cache else None)
+                                                                   on_batch=on_batch)
             results.update(zip(todo, fresh))
             stats["tokens_per_s"] = stats["tokens"] / max(time.perf_counter() - t0, 1e-9)
     elif todo:
-        fresh = backend.generate(todo, sampling, seed, on_batch=cache.append if cache else None)
+        fresh = backend.generate(todo, sampling, seed, on_batch=on_batch)
         results.update(zip(todo, fresh))
         stats["tokens"] = getattr(backend, "last_tokens", 0)
         stats["tokens_per_s"] = getattr(backend, "last_tokens_per_s", 0.0)

@@ -3,8 +3,8 @@
 vLLM is an optional dependency (``pip install 'codistill[vllm]'``); ``generation=vllm`` fails
 validation with a clear message where it is not importable.  The model is read from the
 directory :func:`codistill.models.resolve_checkpoint` gives (a packaged GGUF is converted to a
-plain checkpoint first; a hub id is passed as is).  A trained student lives in memory, so
-evaluation after training uses the hf backend (see ``codistill.generation.build_backend``).
+plain checkpoint first; a hub id is passed as is).  A trained student is evaluated with vLLM
+from its saved checkpoint (``<run>/student``; codistill.evaluation.student_backend).
 
 vLLM returns completions without the stop string (the hf backend keeps it); tasks cut at the
 first stop either way, so the extracted programs agree.

@@ -18,7 +18,12 @@ def build_task(task_name: str, task_cfg) -> Task:
         from codistill.tasks.mbpp import MBPPTask
 
         return MBPPTask()
-    raise ValueError(f"dataset.task: no task named {task_name!r} (known: gsm, humaneval, mbpp)")
+    if task_name in ("humaneval_plus", "mbpp_plus"):  # EvalPlus's tests (tasks/evalplus.py)
+        from codistill.tasks import evalplus
+
+        return evalplus.HumanEvalPlusTask(task_cfg.code_style) if task_name == "humaneval_plus" else evalplus.MBPPPlusTask()
+    raise ValueError(f"dataset.task: no task named {task_name!r} "
+                     "(known: gsm, humaneval, mbpp, humaneval_plus, mbpp_plus)")
 
 
 __all__ = ["Problem", "Prompt", "Task", "build_task", "cut_at_stops"]

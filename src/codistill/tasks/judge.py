@@ -22,6 +22,8 @@ def judge_completions(task: Task, problems: list[Problem], prompts, completions:
     """Extract, execute (one sandbox batch) and judge every completion of every problem."""
     from codistill.execution import run_programs
 
+    if hasattr(task, "prepare_checks"):  # EvalPlus: time the references first (per-test limits)
+        timeout_s = task.prepare_checks(problems, timeout_s=timeout_s, memory_mb=memory_mb)
     flat, where = [], []
     for i, (prob, prompt, comps) in enumerate(zip(problems, prompts, completions)):
         for comp in comps:

@@ -10,14 +10,16 @@ printed before training and a run that cannot fit fails then (``train.memory_che
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 
+from codistill import interrupt
 from codistill.training.data import PairDataModule, encode_example, model_inputs, pack_examples
 from codistill.training.memory import check_fits, estimate_for_model
 from codistill.training.module import StudentLM, param_groups, warmup_linear
+from codistill.training.resume import ResumeCheckpoint, checkpoint_to_resume, data_digest, training_digest
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +58,31 @@ def build_strategy(strategy: str, model):
 
 
 def build_trainer(cfg, run_dir: Path, loggers: list, *, max_epochs: int, model=None,
-                  callbacks: list | None = None) -> pl.Trainer:
+                  callbacks: list | None = None, resume_meta: dict | None = None) -> pl.Trainer:
+    """The Lightning Trainer; ``run_dir/checkpoints/last.ckpt`` is written by a
+    :class:`~codistill.training.resume.ResumeCheckpoint` (``resume_meta``: the digests it records)."""
     t = cfg.trainer
-    every = cfg.train.checkpoint_every_n_epochs
-    callbacks = list(callbacks or []) + ([ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
-                                                          save_top_k=0, every_n_epochs=every,
-                                                          save_on_train_epoch_end=True)] if every else [])
+    ckpt = ResumeCheckpoint(run_dir / "checkpoints", every_n_epochs=cfg.train.checkpoint_every_n_epochs,
+                            every_n_steps=cfg.train.checkpoint_every_n_steps, meta=resume_meta)
+    callbacks = list(callbacks or []) + [ckpt]
     strategy = build_strategy(t.strategy, model) if model is not None else t.strategy
     return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=resolve_precision(t.precision, t.accelerator), max_epochs=max_epochs, max_steps=t.max_steps,
         accumulate_grad_batches=cfg.train.grad_accum,
         gradient_clip_val=cfg.train.grad_clip or None, log_every_n_steps=t.log_every_n_steps,
-        logger=loggers or False, callbacks=callbacks, enable_checkpointing=bool(every), enable_progress_bar=t.enable_progress_bar,
-        enable_model_summary=False, default_root_dir=str(run_dir), num_sanity_val_steps=0,
+        logger=loggers or False, callbacks=callbacks, enable_checkpointing=False,  # ResumeCheckpoint writes them
+        enable_progress_bar=t.enable_progress_bar, enable_model_summary=False, default_root_dir=str(run_dir),
+        num_sanity_val_steps=0, plugins=_slurm_plugins(),
     )
+
+
+def _slurm_plugins() -> list:
+    """Under SLURM: Lightning's SLURM environment without its auto-requeue -- codistill.interrupt
+    saves, records and requeues on SIGTERM/SIGUSR1 itself, and the two must not both act."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def _uses_cuda(accelerator: str) -> bool:
@@ -133,7 +145,10 @@ def memory_preflight(model, cfg, *, seq_len: int | None = None, extra_bytes: int
 
 def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list, *, kd=None,
                   extra_memory_bytes: int = 0, callbacks: list | None = None) -> dict:
-    """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt``.
+    """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt`` when it was
+    written under the same training config and training set (:mod:`codistill.training.resume`).
+    A signal (:mod:`codistill.interrupt`) stops it after the current step with the checkpoint
+    saved, raising :class:`~codistill.interrupt.Interrupted`.
 
     ``kd`` (a :class:`codistill.training.kd.KDSpec`): train with a distillation loss (unpacked
     rows: the cached teacher top-k is looked up per example); an online teacher's weights are
@@ -161,7 +176,7 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
                                processes=distributed.local_world_size())
     prepare_model(model, cfg)
     device = _train_device(cfg)
-    peak, peak_src = device_peak_flops(device, cfg.train.peak_flops)
+    peak, peak_src = device_peak_flops(device, cfg.train.peak_flops, resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator))
     fpt = model_flops_per_token(model, cfg.train.max_seq_len if cfg.train.packing else
                                 max(1, dm.n_tokens // max(len(dm.items), 1)))
     if kd is not None and kd.teacher is not None:  # an online teacher's forward (1/3 of 6N) per token
@@ -173,13 +188,23 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
         from codistill.training.kd import kd_modules
 
         dm, module = kd_modules(model, dm, cfg, kd, flops_per_token=fpt, peak_flops=peak)
-    trainer = build_trainer(cfg, run_dir, loggers, max_epochs=cfg.train.epochs, model=model, callbacks=callbacks)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if last.exists() else None
-    if ckpt_path:
-        log.info("resuming training from %s", last)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    loss = trainer.callback_metrics.get("train/loss")
+    # resume only a checkpoint written under this training config and training set
+    digests = {"train_config": training_digest(cfg), "train_data": data_digest(pairs)}
+    resume_from = checkpoint_to_resume(run_dir / "checkpoints", digests) if distributed.rank() == 0 else None
+    resume_from = distributed.broadcast_object(resume_from)
+    trainer = build_trainer(cfg, run_dir, loggers, max_epochs=cfg.train.epochs, model=model, callbacks=callbacks,
+                            resume_meta=digests)
+    if resume_from:
+        log.info("resuming training from %s", resume_from)
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    try:
+        with interrupt.deferred():  # a signal stops training after a step, checkpoint saved
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
+    except SIGTERMException:  # Lightning's own SIGTERM stop (a SystemExit(0)): a stop all the same
+        raise interrupt.Interrupted(signal.SIGTERM) from None
+    interrupt.check()  # a signal during the last step: the final checkpoint is written
+    losses = module.final_losses
     tps = module.tokens_per_s * distributed.world_size()  # every rank trains on its own shard
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result = {
@@ -188,15 +213,16 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
         "train/rows": len(dm.items),
         "train/tokens": dm.n_tokens,
         "train/steps": int(trainer.global_step),
-        "train/final_loss": float(loss) if loss is not None else None,
+        "train/final_loss": losses.get("train/loss"),
         "train/tokens_per_s": tps,
         "train/mfu": tps * fpt / (peak * distributed.world_size()) if peak else None,
         "train/peak_flops_source": peak_src,
         "train/trainable_params": n_train,
         "train/world_size": distributed.world_size(),
-        **{f"train/final_{k}": float(trainer.callback_metrics[f"train/{k}"])
-           for k in ("kd_loss", "ce_loss") if f"train/{k}" in trainer.callback_metrics},
+        **{f"train/final_{k}": losses[f"train/{k}"] for k in ("kd_loss", "ce_loss") if f"train/{k}" in losses},
     }
+    if module.resumed_from_step is not None:
+        result["train/resumed_from_step"] = module.resumed_from_step
     del trainer, module, dm
     release_memory(model)
     return result

@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from codistill.training.resume import ResumableLoader
+
 IGNORE = -100
 
 
@@ -142,6 +144,7 @@ class PairDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        return DataLoader(PairDataset(self.items), batch_size=self.batch_size, shuffle=True,
+        # checkpointed by Lightning: a run resumed mid-epoch skips the batches already trained on
+        return ResumableLoader(PairDataset(self.items), batch_size=self.batch_size, shuffle=True,
                           num_workers=self.num_workers, collate_fn=functools.partial(collate, pad_id=pad),
                           generator=torch.Generator().manual_seed(self.seed))

@@ -45,6 +45,7 @@ from codistill.generation.cache import digest
 from codistill.training.data import PairDataModule, PairDataset, collate
 from codistill.training.losses import IGNORE, aligned_kd_loss, ce_loss, kd_loss, mix, sparse_kd_loss, uld_loss
 from codistill.training.module import StudentLM
+from codistill.training.resume import ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class KDDataModule(pl.LightningDataModule):
             fn = functools.partial(collate_cross, pad_id=pad, teacher_pad_id=self.teacher_pad_id)
         else:
             data, fn = TopKDataset(b.items, self.reader), functools.partial(collate_topk, pad_id=pad)
-        return DataLoader(data, batch_size=b.batch_size, shuffle=True, num_workers=b.num_workers, collate_fn=fn,
+        return ResumableLoader(data, batch_size=b.batch_size, shuffle=True, num_workers=b.num_workers, collate_fn=fn,
                           generator=torch.Generator().manual_seed(b.seed))
 
 
@@ -374,6 +375,8 @@ class KDStudentLM(StudentLM):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         self.log("train/kd_loss", out["kd"], prog_bar=True, batch_size=bs)
         self.log("train/ce_loss", out["ce"], batch_size=bs)
+        self._last = {"train/loss": out["loss"].detach(), "train/kd_loss": out["kd"].detach(),
+                      "train/ce_loss": out["ce"].detach()}
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return out["loss"]
 

@@ -3,6 +3,10 @@
 Every ``log_every_n_steps`` optimizer steps it logs ``train/tokens_per_s`` (real tokens,
 padding excluded, over the steps since the last log; per process) and ``train/mfu`` (see
 :mod:`codistill.training.speed`; 0 when no FLOPs figure was given).
+
+The whole-run figures (tokens trained, training seconds, the last step's losses) are saved in
+every checkpoint and restored with it, so a resumed run reports what the whole training
+produced, not only the part after the resume (nothing, when it resumed from the final one).
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ class StudentLM(pl.LightningModule):
         self._win_t0: float | None = None
         self._win_tokens = 0
         self._t_end: float | None = None
+        self._last: dict[str, torch.Tensor] = {}  # the last step's losses (train/loss, ...)
+        self._prior = {"tokens": 0, "seconds": 0.0, "losses": {}}  # from the checkpoint resumed
+        self.resumed_from_step: int | None = None
 
     def forward(self, **batch):
         return self.model(**batch)
@@ -62,6 +69,7 @@ class StudentLM(pl.LightningModule):
         out = self.model(**model_inputs(batch), labels=batch["labels"])
         bs = batch["input_ids"].shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=bs)
+        self._last = {"train/loss": out.loss.detach()}
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return out.loss
 
@@ -92,12 +100,31 @@ class StudentLM(pl.LightningModule):
             self.log_dict(figures, on_step=True, on_epoch=False, batch_size=batch["input_ids"].shape[0])
             self._win_t0, self._win_tokens = now, 0
 
+    def _seconds(self) -> float:
+        """Training seconds of this process in this session."""
+        return ((self._t_end or time.perf_counter()) - self._t0) if self._t0 else 0.0
+
     @property
     def tokens_per_s(self) -> float:
-        """Tokens per second of this process over the whole fit."""
-        if not (self._t0 and self._tokens):
-            return 0.0
-        return self._tokens / max((self._t_end or time.perf_counter()) - self._t0, 1e-9)
+        """Tokens per second of this process over the whole training, resumed sessions included."""
+        tokens = self._prior["tokens"] + self._tokens
+        seconds = self._prior["seconds"] + self._seconds()
+        return tokens / max(seconds, 1e-9) if tokens and seconds else 0.0
+
+    @property
+    def final_losses(self) -> dict[str, float]:
+        """The last step's losses (``train/loss``, KD: ``train/kd_loss``, ``train/ce_loss``),
+        carried over from the checkpoint when this session trained no step."""
+        return {**self._prior["losses"], **{k: float(v) for k, v in self._last.items()}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["codistill/train_figures"] = {"tokens": self._prior["tokens"] + self._tokens,
+                                                 "seconds": self._prior["seconds"] + self._seconds(),
+                                                 "losses": self.final_losses}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._prior = {"tokens": 0, "seconds": 0.0, "losses": {}, **checkpoint.get("codistill/train_figures", {})}
+        self.resumed_from_step = int(checkpoint.get("global_step", 0))
 
     def on_train_end(self) -> None:
         self._t_end = time.perf_counter()

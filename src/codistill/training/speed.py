@@ -62,14 +62,27 @@ def gpu_peak_flops(name: str) -> float | None:
     return None
 
 
+def precision_dtype(precision: str):
+    """The dtype the matmuls of a Lightning ``precision`` run in: bf16 for ``bf16*``, fp16 for
+    ``16*``, else fp32."""
+    import torch
+
+    p = str(precision)
+    if p.startswith("bf16"):
+        return torch.bfloat16
+    if p.startswith(("16", "fp16")):
+        return torch.float16
+    return torch.float32
+
+
 def measure_matmul_flops(n: int = 1024, repeat: int = 5, dtype=None, device: str = "cpu") -> float:
-    """Achieved FLOP/s of an ``n x n`` matmul on ``device`` (the best of ``repeat``): the
-    practical peak of a CPU, for which no data-sheet figure applies."""
+    """Achieved FLOP/s of an ``n x n`` matmul in ``dtype`` on ``device`` (the best of
+    ``repeat``): the practical peak of a CPU, for which no data-sheet figure applies."""
     import torch
 
     dtype = dtype or torch.float32
-    a = torch.randn(n, n, dtype=dtype, device=device)
-    b = torch.randn(n, n, dtype=dtype, device=device)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeat):
@@ -81,22 +94,42 @@ def measure_matmul_flops(n: int = 1024, repeat: int = 5, dtype=None, device: str
     return 2.0 * n ** 3 / best
 
 
-def device_peak_flops(device, configured: float | None = None) -> tuple[float, str]:
-    """(peak FLOP/s, where it came from) for a torch device: ``configured`` when set, else the
-    GPU table, else a measured matmul (CPUs and GPUs not in the table)."""
+def measure_cpu_peak(dtype=None, budget_s: float = 0.25) -> float:
+    """The best matmul FLOP/s of this CPU in ``dtype`` over growing sizes (256 .. 2048).
+
+    A small matmul leaves the FMA units idle part of the time (a 135M model's training GEMMs ran
+    faster than a 1024^2 one, i.e. "MFU" > 100%), so sizes grow until one product takes about
+    ``budget_s``: a dtype without fast arithmetic here (bf16 on a CPU without AVX512-BF16/AMX)
+    stops early instead of taking minutes."""
+    best = 0.0
+    for n in (256, 512, 1024, 2048):
+        rate = measure_matmul_flops(n, repeat=3, dtype=dtype)
+        best = max(best, rate)
+        if 2.0 * n ** 3 / rate > budget_s:
+            break
+    return best
+
+
+def device_peak_flops(device, configured: float | None = None, dtype=None) -> tuple[float, str]:
+    """(peak FLOP/s, where it came from) for a torch device and the dtype its matmuls run in
+    (``dtype``: a torch dtype or a Lightning precision such as ``bf16-mixed``; default fp32):
+    ``configured`` when set, else the GPU table (bf16/fp16 tensor-core peaks), else a matmul
+    measured in that dtype (CPUs, GPUs not in the table, fp32 on GPUs).  MFU is only meaningful
+    against the peak of the dtype trained in: a bf16 run on a CPU with AVX512-BF16 measured
+    against its fp32 peak gave "MFU" > 100%."""
+    import torch
+
+    dtype = precision_dtype(dtype) if isinstance(dtype, str) else (dtype or torch.float32)
+    short = str(dtype).replace("torch.", "")
     if configured:
         return float(configured), "configured"
     if getattr(device, "type", str(device)) == "cuda":
-        import torch
-
         name = torch.cuda.get_device_name(device)
-        peak = gpu_peak_flops(name)
+        peak = gpu_peak_flops(name) if dtype in (torch.bfloat16, torch.float16) else None
         if peak:
-            return peak, f"table:{name}"
-        return measure_matmul_flops(4096, dtype=torch.bfloat16, device="cuda"), f"measured:{name}"
-    # the best of two sizes: a 1024^2 matmul alone leaves a CPU's FMA units idle part of the time
-    # (a 135M model's training GEMMs ran faster than it, i.e. "MFU" > 100%)
-    return max(measure_matmul_flops(1024), measure_matmul_flops(2048, repeat=3)), "measured:cpu-fp32-matmul"
+            return peak, f"table:{name}:{short}"
+        return measure_matmul_flops(4096, dtype=dtype, device="cuda"), f"measured:{name}:{short}-matmul"
+    return measure_cpu_peak(dtype), f"measured:cpu-{short}-matmul"
 
 
 def mfu(tokens_per_s: float, flops_per_tok: float, peak_flops: float) -> float:
