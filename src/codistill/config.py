@@ -376,9 +376,11 @@ class KDConfig(EKTConfig):
     teacher_logits: str = "online"  # online | cached
     top_k: int = 64  # cached only: teacher log-probs kept per position
     teacher_batch_size: int = 8  # cached only: sequences per teacher forward when precomputing
+    cross_tokenizer: str = "auto"  # auto | uld | aligned | refuse: a teacher of another vocabulary
 
     def check(self, key: str) -> None:
         super().check(key)
+        _choice(self.cross_tokenizer, f"{key}.cross_tokenizer", ("auto", "uld", "aligned", "refuse"))
         _choice(self.loss, f"{key}.loss", ("forward_kl", "reverse_kl", "jsd"))
         _check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
         _check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
