@@ -15,9 +15,16 @@ With only SmolLM2 packaged, SmolLM2 is its own teacher: the step time does not d
 the teacher's identity in cached mode.  ``--online`` also times KD with the teacher in the
 training step.  Target (issue 5): KD(cached) <= 1.5x SFT.
 
+``--cross-teacher qwen2.5-coder-0.5b-instruct`` (default for a packaged student) also times KD from
+a teacher of *another* tokenizer (``--cross-mode aligned|uld``): the same texts tokenised by
+the teacher, its top-k precomputed over its own tokens, the completion positions paired
+(:mod:`codistill.training.cross_tokenizer`); with ``--online`` that teacher also runs in the
+step.  The table prints every mode beside SFT and the shared-vocabulary KD, with ratios.
+
 ``--student random:<arch> --teacher random:<arch>`` (benchmarks/configs/): random weights of real
 architectures (the GPU check: a Qwen2.5-Coder-1.5B teacher and 0.5B student), the tiny tokenizer,
-the KD loss over the models' whole (shared) vocabulary.  ``--json`` writes the figures.
+the KD loss over the models' whole (shared) vocabulary (no cross-tokenizer step).  ``--json``
+writes the figures.
 """
 from __future__ import annotations
 
@@ -104,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--top-k", type=int, default=64)
     ap.add_argument("--online", action="store_true", help="also time KD with the teacher in the training step")
+    ap.add_argument("--cross-teacher", default=None,
+                    help="a teacher of another tokenizer (default qwen2.5-coder-0.5b-instruct for a packaged "
+                         "student, none for tiny / random ones; '' skips the cross-tokenizer step)")
+    ap.add_argument("--cross-mode", default="aligned", choices=["aligned", "uld"])
     ap.add_argument("--trainer", default="gpu" if torch.cuda.is_available() else "cpu", help="conf/trainer/<name>")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -163,8 +174,6 @@ def main(argv: list[str] | None = None) -> int:
                                        else model_identity(rc.teacher),
                                        k=args.top_k, temperature=1.0, vocab_size=vocab, batch_size=args.batch)
         pre_s = time.perf_counter() - t0
-        if not args.online:
-            del teacher
         results = {}
         student = load_student()
         sft_module = StudentLM(student, lr=1e-5, weight_decay=0.0, warmup_steps=0)
@@ -176,13 +185,21 @@ def main(argv: list[str] | None = None) -> int:
             student = load_student()
             dm_on, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, teacher=teacher))
             results["KD online"] = time_fit("KD online", module, dm_on, rc, Path(tmp) / "online", args.warmup)
+        del teacher
+        if args.cross_teacher is None:
+            args.cross_teacher = "" if args.student == "tiny" else "qwen2.5-coder-0.5b-instruct"
+        cross = bool(args.cross_teacher) and not is_random(args.student)
+        if cross:
+            cross_pre = cross_steps(args, rc, cache, tok, data, datamodule, results, Path(tmp), device)
 
-    sft = results["SFT"]
+    sft, shared = results["SFT"], results["KD cached"]
     print(f"\nteacher top-{args.top_k} precompute: {pre_s:.1f} s for {len(dm.items)} sequences "
           f"({stats['kd/topk_computed']} computed), once per teacher + data set")
-    print(f"{'mode':<10} {'s/step':>8} {'tokens/s':>9} {'vs SFT':>7}")
+    if cross:
+        print(f"cross-tokenizer teacher {args.cross_teacher} top-{args.top_k} precompute: {cross_pre:.1f} s")
+    print(f"{'mode':<22} {'s/step':>8} {'tokens/s':>9} {'vs SFT':>7} {'vs KD':>7}")
     for name, s in results.items():
-        print(f"{name:<10} {s:8.3f} {args.batch * n_tok / s:9.0f} {s / sft:6.2f}x")
+        print(f"{name:<22} {s:8.3f} {args.batch * n_tok / s:9.0f} {s / sft:6.2f}x {s / shared:6.2f}x")
     ratio = results["KD cached"] / sft
     verdict = "meets" if ratio <= TARGET else "MISSES"
     print(f"\nKD (cached top-{args.top_k}) / SFT step time = {ratio:.2f}x; target <= {TARGET}x: {verdict}")
@@ -194,6 +211,47 @@ def main(argv: list[str] | None = None) -> int:
                        "tokens_per_s": {k: args.batch * n_tok / v for k, v in results.items()},
                        "vs_sft": {k: v / sft for k, v in results.items()}, "target_cached_vs_sft": TARGET}, f, indent=2)
     return 0
+
+
+def cross_steps(args, rc, cache, tok, data, datamodule, results: dict, tmp: Path, device: str) -> float:
+    """Time KD from ``--cross-teacher`` (another tokenizer): cached top-k, and online with
+    ``--online``; returns the teacher's precompute seconds."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    from codistill.config import validate
+    from codistill.models import load_model, load_tokenizer, model_identity
+    from codistill.training.cross_tokenizer import encode_cross, tokenizer_piece_map
+    from codistill.training.kd import KDSpec, kd_modules, precompute_topk, sequence_key
+
+    with initialize_config_dir(str(ROOT / "src" / "codistill" / "conf"), version_base="1.3"):
+        t_cfg = validate(_compose("config", overrides=[f"teacher={args.cross_teacher}"])).teacher
+    t_tok = load_tokenizer(t_cfg, cache)
+    mode = args.cross_mode
+    cross, t_items = {}, []
+    for x in data:
+        c = encode_cross(tok, t_tok, x["prompt"], x["completion"], max_len=args.seq_len, mask_prompt=False, mode=mode)
+        cross[sequence_key(c.student["input_ids"])] = {"teacher_input_ids": c.teacher["input_ids"],
+                                                       "s_pos": c.s_pos, "t_pos": c.t_pos}
+        t_items.append(c.teacher)
+    t_pad = t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id
+    kw = dict(cross=mode, vocab_size=len(tok), teacher_vocab_size=len(t_tok), cross_items=cross, teacher_pad_id=t_pad,
+              t2s=torch.from_numpy(tokenizer_piece_map(t_tok, tok, len(t_tok))) if mode == "aligned" else None)
+    teacher = load_model(t_cfg, cache).to(device)
+    t0 = time.perf_counter()
+    store, _ = precompute_topk(teacher, t_items, root=tmp, teacher_id=model_identity(t_cfg), k=args.top_k,
+                               temperature=1.0, vocab_size=len(t_tok), batch_size=args.batch, pad_id=t_pad, mode=mode)
+    pre_s = time.perf_counter() - t0
+    name = f"KD {mode} cached"
+    student = load_model(rc.student, cache, for_training=True)
+    dm, module = kd_modules(student, datamodule(), rc, KDSpec(topk_dir=str(store), **kw))
+    results[name] = time_fit(name, module, dm, rc, tmp / "cross", args.warmup)
+    if args.online:
+        name = f"KD {mode} online"
+        student = load_model(rc.student, cache, for_training=True)
+        dm, module = kd_modules(student, datamodule(), rc, KDSpec(teacher=teacher, **kw))
+        results[name] = time_fit(name, module, dm, rc, tmp / "cross_online", args.warmup)
+    return pre_s
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_different_tokenizers_are_a_clear_error_naming_both(tmp_path):
 @pytest.mark.parametrize("override,key", [
     ("method.alpha=1.5", "method.alpha"), ("method.loss=tvd", "method.loss"), ("method.beta=-0.1", "method.beta"),
     ("method.temperature=0", "method.temperature"), ("method.teacher_logits=disk", "method.teacher_logits"),
-    ("method.top_k=0", "method.top_k")])
+    ("method.top_k=0", "method.top_k"), ("method.cross_tokenizer=bytes", "method.cross_tokenizer")])
 def test_bad_kd_values_name_the_key(compose, override, key):
     from codistill.config import ConfigError, validate
 
@@ -264,10 +264,11 @@ def test_kd_training_logs_both_terms_and_lowers_the_kd_loss(compose, tmp_path):
 
 
 # --------------------------------------------------------------------------- the CLI
-def test_tokenizer_mismatch_fails_before_any_weights_load(tmp_path):
+def test_tokenizer_mismatch_with_refuse_fails_before_any_weights_load(tmp_path):
     other = _edited_tokenizer(tmp_path, "swapped_tok", _swap_two_tokens)
     run_dir = tmp_path / "run"
-    p = run_cli(["experiment=smoke", "method=kd", "teacher.source=local", f"teacher.path={other}",
+    p = run_cli(["experiment=smoke", "method=kd", "method.cross_tokenizer=refuse", "teacher.source=local",
+                 f"teacher.path={other}",
                  "teacher.name=odd-teacher", "logger=csv", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                 env={"CODISTILL_CACHE": str(tmp_path / "cache")})
     assert p.returncode != 0
@@ -314,3 +315,19 @@ def test_offline_qwen_coder_teacher_and_student_share_their_vocabulary(compose):
     n = shared_vocab_size(t_tok, s_tok, teacher_name=rc.teacher.name, student_name=rc.student.name)
     widths = [AutoConfig.from_pretrained(resolve_checkpoint(m, cache)).vocab_size for m in (rc.teacher, rc.student)]
     assert n <= min(widths) and n >= 151643  # every real Qwen2.5 token is shared
+
+
+def test_teacher_topk_store_is_keyed_by_the_teachers_dtype_and_the_cross_tokenizer_mode(tmp_path):
+    """A bf16 teacher's log-probs differ from its fp32 weights': they must not share a store."""
+    from codistill.training.kd import precompute_topk
+
+    teacher, tok = _tiny(1)
+    items = _items(tok)[:2]
+    kw = dict(root=tmp_path, teacher_id="tiny-teacher", k=4, temperature=1.0, vocab_size=1536)
+    fp32, _ = precompute_topk(teacher, items, **kw)
+    bf16, stats = precompute_topk(teacher.to(torch.bfloat16), items, **kw)
+    assert bf16 != fp32 and stats["kd/topk_computed"] == 2
+    uld, _ = precompute_topk(teacher, items, mode="uld", **kw)
+    assert uld not in (fp32, bf16)
+    index = json.loads((Path(bf16) / "index.json").read_text())
+    assert (index["dtype"], index["format"]) == ("bfloat16", 2)

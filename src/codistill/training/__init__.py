@@ -164,6 +164,13 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
     dm = PairDataModule(pairs, tokenizer, batch_size=cfg.train.batch_size, max_len=cfg.train.max_seq_len,
                         mask_prompt=cfg.train.mask_prompt, seed=cfg.seed, num_workers=cfg.train.num_workers,
                         packing=cfg.train.packing and kd is None)
+    if kd is not None:  # the teacher's logits (online) and the ULD sorts (across tokenizers)
+        from codistill.training.memory import kd_logit_bytes
+
+        extra_memory_bytes += kd_logit_bytes(
+            batch=cfg.train.batch_size, seq_len=min(dm.longest, cfg.train.max_seq_len),
+            teacher_vocab=kd.teacher_vocab_size or kd.vocab_size, student_vocab=kd.vocab_size,
+            online=kd.teacher is not None, cross=kd.cross != "shared")
     # sized for the longest row the data has, not train.max_seq_len: short examples need far less
     figures = memory_preflight(model, cfg, seq_len=dm.longest, extra_bytes=extra_memory_bytes,
                                processes=distributed.local_world_size())
@@ -172,6 +179,8 @@ def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, logge
     peak, peak_src = device_peak_flops(device, cfg.train.peak_flops, resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator))
     fpt = model_flops_per_token(model, cfg.train.max_seq_len if cfg.train.packing else
                                 max(1, dm.n_tokens // max(len(dm.items), 1)))
+    if kd is not None and kd.teacher is not None:  # an online teacher's forward (1/3 of 6N) per token
+        fpt += model_flops_per_token(kd.teacher, max(1, dm.n_tokens // max(len(dm.items), 1))) / 3
     module = StudentLM(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                        warmup_steps=cfg.train.warmup_steps, flops_per_token=fpt, peak_flops=peak,
                        log_every_n_steps=cfg.trainer.log_every_n_steps)

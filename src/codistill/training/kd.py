@@ -10,9 +10,12 @@ Two sources of teacher distributions (``method.teacher_logits``):
     neither optimised, nor synchronised by DDP, nor written into checkpoints.
 ``cached``
     :func:`precompute_topk` runs the teacher once over the tokenised training set and stores
-    the top-k log-probabilities (at the loss temperature) and their ids per position in the
-    content-addressed cache, ``<cache_dir>/teacher_topk/<key>/``, key = (teacher identity,
-    the tokenised sequences, k, temperature, shared vocabulary).  Two flat memory-mapped
+    the top-k log-probabilities (at the loss temperature, sorted: ULD needs no more) and their
+    ids per position in the content-addressed cache, ``<cache_dir>/teacher_topk/<key>/``,
+    key = (teacher identity, its dtype, the tokenised sequences, k, temperature, vocabulary,
+    cross-tokenizer mode).  Across tokenizers the sequences are the *teacher's* tokenisation
+    of the same texts; the teacher's token spans follow from its ids, and the pairing of
+    positions is recomputed from the two tokenizers when the data is built.  Two flat memory-mapped
     files (``logp.f32``, ``ids.i32``: ``[total positions, k]``) hold every sequence; the
     data loader reads one example's rows at a time, so a large set never sits in RAM.
     Sequences are written in a fixed order and a progress file is updated after every
@@ -40,7 +43,7 @@ from torch.utils.data import DataLoader
 
 from codistill.generation.cache import digest
 from codistill.training.data import PairDataModule, PairDataset, collate
-from codistill.training.losses import IGNORE, ce_loss, kd_loss, mix, sparse_kd_loss
+from codistill.training.losses import IGNORE, aligned_kd_loss, ce_loss, kd_loss, mix, sparse_kd_loss, uld_loss
 from codistill.training.module import StudentLM
 from codistill.training.resume import ResumableLoader
 
@@ -55,9 +58,14 @@ class KDSpec:
     beta: float = 0.5
     temperature: float = 1.0
     alpha: float = 0.5
-    vocab_size: int = 0  # the shared vocabulary: logits are sliced to it
+    vocab_size: int = 0  # the shared vocabulary (cross-tokenizer: the student's): logits are sliced to it
     teacher: Any = None  # online: the teacher model
     topk_dir: str | None = None  # cached: a finished precompute_topk directory
+    cross: str = "shared"  # shared | uld | aligned (codistill.training.cross_tokenizer)
+    teacher_vocab_size: int = 0  # cross-tokenizer: the teacher's vocabulary
+    t2s: Any = None  # aligned: teacher id -> student id of the same piece, or -1 ([V_T] tensor)
+    cross_items: dict | None = None  # student sequence key -> teacher_input_ids, s_pos, t_pos
+    teacher_pad_id: int = 0
 
 
 # --------------------------------------------------------------------------- cached top-k
@@ -66,11 +74,15 @@ def sequence_key(input_ids: list[int]) -> str:
     return hashlib.sha256(np.asarray(input_ids, dtype=np.int32).tobytes()).hexdigest()
 
 
-def topk_cache_key(teacher_id: str, items: list[dict], *, k: int, temperature: float, vocab_size: int) -> str:
-    """The cache key of a set of tokenised sequences' teacher top-k (order-independent)."""
+def topk_cache_key(teacher_id: str, items: list[dict], *, k: int, temperature: float, vocab_size: int,
+                   dtype: str = "", mode: str = "shared") -> str:
+    """The cache key of a set of tokenised sequences' teacher top-k (order-independent).
+
+    ``dtype``: the teacher's weights' dtype (bf16 and fp32 teachers give different
+    log-probs); ``mode``: the cross-tokenizer mode the store serves."""
     seqs = sorted({sequence_key(x["input_ids"]) for x in items})
     return digest({"teacher": teacher_id, "sequences": digest(seqs), "k": k, "temperature": temperature,
-                   "vocab": vocab_size, "format": 1})
+                   "vocab": vocab_size, "dtype": dtype, "mode": mode, "format": 2})
 
 
 @torch.inference_mode()
@@ -84,14 +96,17 @@ def teacher_topk(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 
 def precompute_topk(teacher, items: list[dict], *, root: str | Path, teacher_id: str, k: int, temperature: float,
-                    vocab_size: int, batch_size: int = 8, pad_id: int = 0) -> tuple[Path, dict]:
-    """Compute (or reuse) the teacher's top-k log-probs for every sequence of ``items``.
+                    vocab_size: int, batch_size: int = 8, pad_id: int = 0, mode: str = "shared") -> tuple[Path, dict]:
+    """Compute (or reuse) the teacher's top-k log-probs for every sequence of ``items``
+    (``items``: sequences in the teacher's tokens; ``mode``: part of the key).
 
     Returns the store's directory and stats: ``kd/topk_computed`` (sequences run through
     the teacher now), ``kd/topk_reused`` (found in the cache), ``kd/topk_s``.
     """
     k = min(k, vocab_size)
-    key = topk_cache_key(teacher_id, items, k=k, temperature=temperature, vocab_size=vocab_size)
+    dtype = str(next(teacher.parameters()).dtype).removeprefix("torch.")
+    key = topk_cache_key(teacher_id, items, k=k, temperature=temperature, vocab_size=vocab_size, dtype=dtype,
+                         mode=mode)
     out = Path(root).expanduser() / "teacher_topk" / key[:32]
     out.mkdir(parents=True, exist_ok=True)
     by_key = {sequence_key(x["input_ids"]): x["input_ids"] for x in items}
@@ -133,7 +148,8 @@ def precompute_topk(teacher, items: list[dict], *, root: str | Path, teacher_id:
             tmp = progress_path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"done": start + len(chunk)}))
             tmp.replace(progress_path)
-        index = {"k": k, "temperature": temperature, "vocab": vocab_size, "teacher": teacher_id, "rows": total,
+        index = {"k": k, "temperature": temperature, "vocab": vocab_size, "teacher": teacher_id, "dtype": dtype,
+                 "mode": mode, "format": 2, "rows": total,
                  "sequences": {s: [int(offsets[i]), lengths[i]] for i, s in enumerate(order)}}
         tmp = index_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(index))
@@ -193,14 +209,64 @@ def collate_topk(batch: list[dict], pad_id: int) -> dict:
     return out
 
 
+class CrossDataset(PairDataset):
+    """Cross-tokenizer items: the student's item, the teacher's ids of the same text and the
+    paired positions (``spec.cross_items``), plus the teacher's cached top-k when ``reader``."""
+
+    def __init__(self, items: list[dict], cross: dict, reader: TopKReader | None = None) -> None:
+        super().__init__(items)
+        self.cross, self.reader = cross, reader
+
+    def __getitem__(self, i: int) -> dict:
+        x = self.items[i]
+        c = self.cross[sequence_key(x["input_ids"])]
+        out = {**x, **c}
+        if self.reader is not None:
+            out["teacher_logp"], out["teacher_ids"] = self.reader.get(sequence_key(c["teacher_input_ids"]))
+        return out
+
+
+def collate_cross(batch: list[dict], pad_id: int, teacher_pad_id: int) -> dict:
+    """:func:`collate` plus the teacher's row (``teacher_input_ids`` / ``teacher_attention_mask``
+    ``[B, W_T]``), the paired positions ``s_pos`` / ``t_pos`` ``[B, P]`` with ``pos_mask``, and
+    the cached top-k ``[B, W_T, k]`` when the items carry it."""
+    out = collate(batch, pad_id)
+    b = len(batch)
+    tw = max(len(x["teacher_input_ids"]) for x in batch)
+    pw = max(max(len(x["s_pos"]) for x in batch), 1)
+    t_ids = torch.full((b, tw), teacher_pad_id, dtype=torch.long)
+    t_mask = torch.zeros((b, tw), dtype=torch.long)
+    s_pos, t_pos = torch.zeros((b, pw), dtype=torch.long), torch.zeros((b, pw), dtype=torch.long)
+    pos_mask = torch.zeros((b, pw), dtype=torch.bool)
+    for r, x in enumerate(batch):
+        n, p = len(x["teacher_input_ids"]), len(x["s_pos"])
+        t_ids[r, :n] = torch.tensor(x["teacher_input_ids"])
+        t_mask[r, :n] = 1
+        s_pos[r, :p], t_pos[r, :p] = torch.tensor(x["s_pos"]), torch.tensor(x["t_pos"])
+        pos_mask[r, :p] = True
+    out.update(teacher_input_ids=t_ids, teacher_attention_mask=t_mask, s_pos=s_pos, t_pos=t_pos, pos_mask=pos_mask)
+    if "teacher_logp" in batch[0]:
+        k = batch[0]["teacher_logp"].shape[1]
+        logp, ids = torch.zeros((b, tw, k), dtype=torch.float32), torch.zeros((b, tw, k), dtype=torch.long)
+        for r, x in enumerate(batch):
+            n = len(x["teacher_input_ids"])
+            logp[r, :n] = torch.from_numpy(x["teacher_logp"])
+            ids[r, :n] = torch.from_numpy(x["teacher_ids"]).long()
+        out.update(teacher_logp=logp, teacher_ids=ids)
+    return out
+
+
 class KDDataModule(pl.LightningDataModule):
     """A :class:`PairDataModule`'s items; batches also carry the cached teacher top-k when
-    ``topk_dir`` is given (online KD needs nothing more than the tokens)."""
+    ``topk_dir`` is given (online KD needs nothing more than the tokens), and, across
+    tokenizers (``cross``), the teacher's tokens and the paired positions."""
 
-    def __init__(self, base: PairDataModule, topk_dir: str | Path | None = None) -> None:
+    def __init__(self, base: PairDataModule, topk_dir: str | Path | None = None, cross: dict | None = None,
+                 teacher_pad_id: int = 0) -> None:
         super().__init__()
         self.base = base
         self.reader = TopKReader(topk_dir) if topk_dir else None
+        self.cross, self.teacher_pad_id = cross, teacher_pad_id
 
     @property
     def n_tokens(self) -> int:
@@ -212,11 +278,15 @@ class KDDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         b = self.base
-        if self.reader is None:
+        if self.reader is None and self.cross is None:
             return b.train_dataloader()
         pad = b.tokenizer.pad_token_id if b.tokenizer.pad_token_id is not None else b.tokenizer.eos_token_id
-        return ResumableLoader(TopKDataset(b.items, self.reader), batch_size=b.batch_size, shuffle=True,
-                          num_workers=b.num_workers, collate_fn=functools.partial(collate_topk, pad_id=pad),
+        if self.cross is not None:
+            data = CrossDataset(b.items, self.cross, self.reader)
+            fn = functools.partial(collate_cross, pad_id=pad, teacher_pad_id=self.teacher_pad_id)
+        else:
+            data, fn = TopKDataset(b.items, self.reader), functools.partial(collate_topk, pad_id=pad)
+        return ResumableLoader(data, batch_size=b.batch_size, shuffle=True, num_workers=b.num_workers, collate_fn=fn,
                           generator=torch.Generator().manual_seed(b.seed))
 
 
@@ -233,7 +303,8 @@ class KDStudentLM(StudentLM):
         self.save_hyperparameters({
             "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps, "kd_loss": spec.loss,
             "kd_beta": spec.beta, "kd_temperature": spec.temperature, "kd_alpha": spec.alpha,
-            "kd_vocab_size": spec.vocab_size, "kd_teacher_logits": "online" if spec.teacher is not None else "cached"})
+            "kd_vocab_size": spec.vocab_size, "kd_teacher_logits": "online" if spec.teacher is not None else "cached",
+            "kd_cross_tokenizer": spec.cross})
         self._teacher = (spec.teacher,)  # a tuple: not a submodule (not trained, synced, or saved)
         if spec.teacher is not None:
             spec.teacher.eval().requires_grad_(False)
@@ -252,6 +323,8 @@ class KDStudentLM(StudentLM):
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"][:, 1:]
         keep = labels != IGNORE
+        if s.cross != "shared":
+            return self._cross_losses(batch, logits, labels, keep)
         student = logits[:, :-1][keep]  # [N, V_student]: the positions that have a target
         targets = labels[keep]
         ce = ce_loss(student, targets)
@@ -266,6 +339,34 @@ class KDStudentLM(StudentLM):
                                 targets, kind=s.loss, beta=s.beta, temperature=s.temperature)
         else:
             raise ValueError("KD needs a teacher: an online teacher model or batches with cached teacher_logp")
+        return {"kd": kd, "ce": ce, "loss": mix(kd, ce, s.alpha)}
+
+    def _cross_losses(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor,
+                      keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Across tokenizers: CE on the student's own labels; the KD term over the paired
+        completion positions (``s_pos`` in the student's row, ``t_pos`` in the teacher's),
+        ULD or the aligned hybrid (:mod:`codistill.training.losses`)."""
+        s = self.spec
+        ce = ce_loss(logits[:, :-1][keep], labels[keep])
+        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+        m = batch["pos_mask"]
+        student = logits[:, :-1][rows, batch["s_pos"]][m][..., :s.vocab_size]  # [N, V_S]
+        t_pos = batch["t_pos"]
+        if self.teacher is not None:
+            with torch.no_grad():
+                t = self.teacher(input_ids=batch["teacher_input_ids"],
+                                 attention_mask=batch["teacher_attention_mask"]).logits
+                t = t[:, :-1][rows, t_pos][m][..., :s.teacher_vocab_size]
+                t_logp, t_ids, complete = F.log_softmax(t.float() / s.temperature, dim=-1), None, True
+        elif "teacher_logp" in batch:
+            t_logp = batch["teacher_logp"][:, :-1][rows, t_pos][m]
+            t_ids, complete = batch["teacher_ids"][:, :-1][rows, t_pos][m], False
+        else:
+            raise ValueError("KD needs a teacher: an online teacher model or batches with cached teacher_logp")
+        if s.cross == "uld":
+            kd = uld_loss(student, t_logp, complete=complete, temperature=s.temperature)
+        else:
+            kd = aligned_kd_loss(student, t_logp, t_ids, s.t2s, kind=s.loss, beta=s.beta, temperature=s.temperature)
         return {"kd": kd, "ce": ce, "loss": mix(kd, ce, s.alpha)}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -289,8 +390,8 @@ def kd_modules(model, data: PairDataModule, cfg, spec: KDSpec, **speed) -> tuple
     module = KDStudentLM(model, spec, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                          warmup_steps=cfg.train.warmup_steps, log_every_n_steps=cfg.trainer.log_every_n_steps,
                          **speed)
-    return KDDataModule(data, spec.topk_dir), module
+    return KDDataModule(data, spec.topk_dir, spec.cross_items, spec.teacher_pad_id), module
 
 
-__all__ = ["KDDataModule", "KDSpec", "KDStudentLM", "TopKReader", "collate_topk", "kd_modules",
+__all__ = ["CrossDataset", "KDDataModule", "collate_cross", "KDSpec", "KDStudentLM", "TopKReader", "collate_topk", "kd_modules",
            "precompute_topk", "sequence_key", "teacher_topk", "topk_cache_key"]

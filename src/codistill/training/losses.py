@@ -29,6 +29,24 @@ penalised), is exact when the teacher's rest mass is 0 (e.g. ``k`` = vocabulary 
 by the data-processing inequality never exceeds the full-vocabulary divergence.  Because the
 rest mass depends on the temperature, cached log-probs are computed at the loss temperature
 (the temperature is part of the cache key).
+
+Across tokenizers (the student's and the teacher's ids mean different tokens;
+:mod:`codistill.training.cross_tokenizer` pairs their positions):
+
+- ULD (Universal Logit Distillation, Boizard et al. 2024): with ``s = sort_desc(p_S)`` and
+  ``t = sort_desc(p_T)``, the shorter padded with zeros, ``W1 = sum_i |s_i - t_i|`` -- the
+  Wasserstein-1 distance under the paper's cost (every pair of distinct tokens one apart)
+  once the vocabularies' orders are dropped.  It is 0 for identical distributions (and any
+  relabelling of one), symmetric, and at most 2.  A cached teacher gives only its top-k:
+  then both sides keep their k largest values plus a tail (``1 - sum``) and
+  ``W1_k = sum_{i<=k} |s_i - t_i| + |tail_S - tail_T|`` -- a lower bound of ``W1`` by the
+  triangle inequality, equal to it when the teacher's tail is 0.
+- aligned (GOLD-style hybrid): the vocabularies' shared pieces (same token string) are
+  compared as identical outcomes with the usual divergence over ``{shared pieces} + rest``
+  (the rest bucket holds each side's mass on its unshared tokens), and the unshared mass is
+  compared by ULD over the sorted unshared probabilities: ``D(q_S, q_T) * T**2 + W1_unshared``.
+
+The ULD terms compare probabilities (bounded, no log): they are not rescaled by ``T**2``.
 """
 
 from __future__ import annotations
@@ -132,6 +150,101 @@ def sparse_kd_loss(student_logits: torch.Tensor, teacher_topk_logp: torch.Tensor
     return temperature ** 2 * _masked_mean(divergence(s, t, kind, beta), labels != IGNORE)
 
 
+def sorted_probs(logp: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(the k largest probabilities in descending order, the mass left out of them)``;
+    ``k = None``: every probability, tail 0.  ``logp``: log-probabilities over the last dim."""
+    p = logp.exp()
+    top = torch.sort(p, dim=-1, descending=True).values if k is None or k >= p.shape[-1] else \
+        torch.topk(p, k, dim=-1).values
+    return top, (p.sum(-1) - top.sum(-1)).clamp(min=0.0)
+
+
+def uld_distance(s_sorted: torch.Tensor, t_sorted: torch.Tensor, s_tail: torch.Tensor | float = 0.0,
+                 t_tail: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Per-position ULD: ``sum_i |s_i - t_i| + |tail_S - tail_T|`` over descending-sorted
+    probability vectors, the shorter padded with zeros (see the module docstring)."""
+    n = max(s_sorted.shape[-1], t_sorted.shape[-1])
+    s = F.pad(s_sorted, (0, n - s_sorted.shape[-1]))
+    t = F.pad(t_sorted, (0, n - t_sorted.shape[-1]))
+    return (s - t).abs().sum(-1) + torch.as_tensor(s_tail - t_tail).abs()
+
+
+def uld_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, *, complete: bool = True,
+             temperature: float = 1.0) -> torch.Tensor:
+    """ULD over paired positions: ``mean_t W1(sort p_S,t, sort p_T,t)``.
+
+    ``student_logits``: ``[N, V_S]``; ``teacher_logp``: ``[N, V_T]`` log-probabilities (any
+    order) at temperature ``T``, the whole distribution (``complete``) or the teacher's
+    top-k (cached: then :math:`W1_k` with tails).  The student is softened by the same ``T``."""
+    s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    if complete:
+        s, s_tail = sorted_probs(s_logp)
+        t, t_tail = sorted_probs(teacher_logp.float())
+    else:
+        k = teacher_logp.shape[-1]
+        s, s_tail = sorted_probs(s_logp, k)
+        t = torch.sort(teacher_logp.float().exp(), dim=-1, descending=True).values
+        t_tail = (1.0 - t.sum(-1)).clamp(min=0.0)
+    if s.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    return uld_distance(s, t, s_tail, t_tail).mean()
+
+
+def aligned_kd_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, teacher_ids: torch.Tensor,
+                    t2s: torch.Tensor, *, kind: str = "forward_kl", beta: float = 0.5,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """The hybrid loss of aligned positions: ``mean_t [T**2 D(q_S,t, q_T,t) + W1(unshared)]``.
+
+    ``student_logits``: ``[N, V_S]``; ``teacher_logp`` / ``teacher_ids``: ``[N, K]`` the
+    teacher's log-probs at temperature ``T`` and their ids (a cached top-k), or
+    ``teacher_ids = None`` with ``teacher_logp`` over the whole vocabulary in id order; ``t2s``: ``[V_T]`` the student id of each teacher id's piece, or -1
+    (:func:`~codistill.training.cross_tokenizer.piece_map`).  ``q``: the distributions over
+    the shared pieces among the K teacher entries plus a rest bucket; the unshared part
+    compares the teacher's unshared entries with the student's unshared probabilities,
+    both sorted, over the K largest (all of them when the teacher's K covers its vocabulary)."""
+    s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t_logp = teacher_logp.float()
+    if s_logp.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    t2s = t2s.to(s_logp.device)
+    if teacher_ids is None:
+        return _aligned_dense(s_logp, t_logp, t2s, kind, beta, temperature)
+    sid = t2s[teacher_ids.long()]  # [N, K]
+    shared = sid >= 0
+    neg = torch.tensor(2 * LOG_FLOOR, device=s_logp.device)  # "absent": exp() is 0, gradients stay finite
+    t_shared = torch.where(shared, t_logp, neg)
+    s_shared = torch.where(shared, torch.gather(s_logp, -1, sid.clamp(min=0)), neg)
+    kd = divergence(topk_with_rest(s_shared), topk_with_rest(t_shared), kind, beta) * temperature ** 2
+    # unshared mass: the teacher's unshared entries among its K; every student id outside the map's image
+    image = torch.zeros(s_logp.shape[-1], dtype=torch.bool, device=s_logp.device)
+    image[t2s[t2s >= 0]] = True
+    s_un = s_logp.exp()[:, ~image]
+    t_un = t_logp.exp().masked_fill(shared, 0.0)
+    # a top-k teacher: the student's K largest; a complete one (K = V_T): all of the student's
+    k = s_un.shape[-1] if t_un.shape[-1] >= t2s.shape[0] else min(t_un.shape[-1], s_un.shape[-1])
+    s_top = torch.topk(s_un, k, dim=-1).values
+    t_top = torch.sort(t_un, dim=-1, descending=True).values
+    return (kd + uld_distance(s_top, t_top)).mean()
+
+
+def _aligned_dense(s_logp: torch.Tensor, t_logp: torch.Tensor, t2s: torch.Tensor, kind: str, beta: float,
+                   temperature: float) -> torch.Tensor:
+    """:func:`aligned_kd_loss` with the teacher's whole vocabulary (``t_logp`` in id order):
+    the shared columns are gathered once, and the unshared parts sorted only as far as the
+    shorter one reaches (the longer one's remainder is its tail: ``W1`` exactly)."""
+    t_cols = torch.nonzero(t2s >= 0).squeeze(-1)
+    s_cols = t2s[t_cols]
+    kd = divergence(topk_with_rest(s_logp[:, s_cols]), topk_with_rest(t_logp[:, t_cols]), kind, beta)
+    image = torch.zeros(s_logp.shape[-1], dtype=torch.bool, device=s_logp.device)
+    image[s_cols] = True
+    s_un = s_logp[:, ~image].exp()
+    t_un = t_logp[:, t2s < 0].exp()
+    k = min(s_un.shape[-1], t_un.shape[-1])
+    s_top, s_tail = sorted_probs(s_un.clamp(min=1e-45).log(), k)
+    t_top, t_tail = sorted_probs(t_un.clamp(min=1e-45).log(), k)
+    return (kd * temperature ** 2 + uld_distance(s_top, t_top, s_tail, t_tail)).mean()
+
+
 def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over positions whose label is not ``IGNORE`` (aligned)."""
     return F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), labels.reshape(-1),
@@ -143,4 +256,5 @@ def mix(kd: torch.Tensor, ce: torch.Tensor, alpha: float) -> torch.Tensor:
     return alpha * kd + (1.0 - alpha) * ce
 
 
-__all__ = ["IGNORE", "KINDS", "ce_loss", "divergence", "kd_loss", "mix", "sparse_kd_loss", "topk_with_rest"]
+__all__ = ["IGNORE", "KINDS", "aligned_kd_loss", "ce_loss", "divergence", "kd_loss", "mix", "sorted_probs",
+           "sparse_kd_loss", "topk_with_rest", "uld_distance", "uld_loss"]

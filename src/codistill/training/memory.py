@@ -13,7 +13,8 @@ gradient and optimizer terms by the number of ranks):
   gradient, which dominate for small models with large vocabularies); with gradient
   checkpointing only each layer's input is kept (``2 * hidden`` per token per layer) plus
   one layer's full activations.
-- ``extra_bytes``: anything else resident, e.g. a teacher model held for online KD.
+- ``extra_bytes``: anything else resident, e.g. a teacher model held for online KD and
+  its logits in the training step (:func:`kd_logit_bytes`).
 
 The figures are deliberately simple and on the generous side: the point is to fail in the
 first seconds with the numbers when a run plainly cannot fit, not to pack memory tightly.
@@ -61,6 +62,24 @@ def estimate_training_memory(*, n_params: int, n_trainable: int, weight_bytes: i
         layers = n_layers * per_layer
     logits = tokens * vocab * 4 * 2
     return MemoryEstimate(weights, gradients, optimizer, layers + logits, int(extra_bytes))
+
+
+def kd_logit_bytes(*, batch: int, seq_len: int, teacher_vocab: int, student_vocab: int, online: bool,
+                   cross: bool) -> int:
+    """The KD loss's own working memory beyond the student's logits (bytes).
+
+    Online: the teacher's logits over its vocabulary at every position, in fp32, and their
+    log-softmax (``2 * 4`` bytes per entry).  Across tokenizers the ULD terms also sort both
+    sides' probabilities (values + int64 indices: ``12`` bytes per entry, student side with
+    its gradient) -- the teacher's side dominates for a Qwen-sized (152k) vocabulary.  A
+    cached teacher brings only its top-k (negligible)."""
+    tokens = batch * seq_len
+    if not online:
+        return tokens * student_vocab * 12 if cross else 0
+    out = tokens * teacher_vocab * 4 * 2
+    if cross:
+        out += tokens * (teacher_vocab + student_vocab) * 12
+    return int(out)
 
 
 def estimate_for_model(model, *, batch: int, seq_len: int, half_activations: bool,

@@ -6,7 +6,9 @@ Token-level KD needs the teacher and the student to mean the same token by the s
 - identical vocabularies -> distil over the whole vocabulary;
 - one vocabulary is the other plus tokens appended at the end (added special tokens) ->
   distil over the shared prefix;
-- anything else -> :class:`TokenizerMismatch` naming both tokenizers and a differing token.
+- anything else -> :class:`TokenizerMismatch` naming both tokenizers and a differing token
+  (``method.cross_tokenizer`` then chooses a cross-tokenizer loss instead, unless ``refuse``:
+  :mod:`codistill.training.cross_tokenizer`).
 
 A model's output layer is often wider than its tokenizer (GPT-J: 50400 logits for GPT-2's
 50257 tokens; Qwen2.5: 151936 or 152064 logits for 151665 tokens): the rows past the
@@ -54,13 +56,15 @@ def shared_vocab_size(teacher_tok, student_tok, *, teacher_name: str = "teacher"
             raise TokenizerMismatch(
                 f"method=kd: {labels} differ (id {i} is {t_vocab.get(i)!r} for the teacher, "
                 f"{s_vocab.get(i)!r} for the student); token-level distillation needs one shared "
-                f"vocabulary: pick a teacher and a student of the same tokenizer family")
+                f"vocabulary: pick a teacher and a student of the same tokenizer family, or distil "
+                f"across tokenizers with method.cross_tokenizer=auto|aligned|uld")
     t_ids = teacher_tok(PROBE, add_special_tokens=False).input_ids
     s_ids = student_tok(PROBE, add_special_tokens=False).input_ids
     if t_ids != s_ids:
         raise TokenizerMismatch(
             f"method=kd: {labels} have the same tokens but split text differently (a probe string "
-            f"gives {len(t_ids)} vs {len(s_ids)} tokens); token-level distillation needs one tokenizer")
+            f"gives {len(t_ids)} vs {len(s_ids)} tokens); token-level distillation needs one tokenizer "
+            f"(method.cross_tokenizer=auto|aligned|uld distils across tokenizers)")
     return n
 
 
