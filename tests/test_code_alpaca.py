@@ -212,7 +212,7 @@ def test_a_real_teacher_makes_tests_the_reference_passes(compose, tmp_path):
     a list); at least one problem gets >= min_tests tests, every test made passes on the
     reference and a wrong function fails them; problems below min_tests are dropped."""
     path = write_jsonl(tmp_path / "ca.jsonl", [ROWS[0], FACTORIAL])
-    rc = validate(compose("experiment=smoke", "teacher=smollm2-135m-instruct", "dataset=code_alpaca",
+    rc = validate(compose("experiment=smoke", "model@teacher=smollm2-135m-instruct", "dataset=code_alpaca",
                           f"dataset.train_file={path}", "dataset.test_size=0", "dataset.min_tests=2",
                           "dataset.max_tests=4", "dataset.tests_max_new_tokens=48"))
     train, test = load_code_alpaca(rc.dataset)

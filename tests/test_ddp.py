@@ -122,7 +122,7 @@ def test_ddp_trains_the_student_on_teacher_samples_drawn_by_both_ranks(tmp_path)
         (tmp_path / f"{name}.jsonl").write_text(
             "".join(json.dumps({"question": q, "answer": f"So {a}.\n#### {a}"}) + "\n" for q, a in rows))
     run_dir = tmp_path / "run"
-    p = run_cli(["experiment=smoke", "teacher=smollm2-135m-instruct", "dataset=gsm8k",
+    p = run_cli(["experiment=smoke", "model@teacher=smollm2-135m-instruct", "dataset=gsm8k",
                  f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
                  "dataset.train_size=null", "dataset.test_size=null", "task.num_shots=2", "sampling.n=2",
                  "sampling.temperature=0.7", "sampling.max_new_tokens=64", "method.keep=unique",

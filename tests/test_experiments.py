@@ -61,7 +61,7 @@ def test_persd_paper_settings(compose, monkeypatch):
     assert (rc.eval.n_samples, rc.eval.temperature) == (20, 0.2) and not rc.eval.greedy
 
 
-TINY = ["teacher=tiny", "student=tiny", "seed=0", "sampling.n=2", "sampling.max_new_tokens=16",
+TINY = ["model@teacher=tiny-teacher", "model@student=tiny", "seed=0", "sampling.n=2", "sampling.max_new_tokens=16",
         "eval.max_new_tokens=16", "train.epochs=1", "train.save_student=false", "trainer.enable_progress_bar=false",
         "logger=csv"]
 

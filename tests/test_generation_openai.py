@@ -204,7 +204,7 @@ def test_run_context_uses_the_server_and_loads_no_weights(served, compose, tmp_p
     from codistill.tasks import build_task
 
     base, name = served
-    rc = validate(compose("teacher=tiny", "student=tiny", "generation=openai",
+    rc = validate(compose("model@teacher=tiny-teacher", "model@student=tiny", "generation=openai",
                           f"generation.openai.base_url={base}", f"generation.openai.model={name}"))
     ctx = RunContext(cfg=rc, run_dir=tmp_path, task=build_task(rc.dataset.task, rc.task), train=[], test=[],
                      cache_dir=str(tmp_path))

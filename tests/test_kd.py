@@ -307,7 +307,7 @@ def test_offline_qwen_coder_teacher_and_student_share_their_vocabulary(compose):
 
     from codistill.models import load_tokenizer, resolve_checkpoint
 
-    rc = _run_config(compose, "teacher=qwen2.5-coder-1.5b-instruct", "student=qwen2.5-coder-0.5b-instruct")
+    rc = _run_config(compose, "model@teacher=qwen2.5-coder-1.5b-instruct", "model@student=qwen2.5-coder-0.5b-instruct")
     import os
 
     cache = os.path.expanduser(rc.cache_dir)

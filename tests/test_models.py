@@ -329,7 +329,7 @@ def smol():
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(REPO / "src" / "codistill" / "conf"), version_base="1.3"):
-        node = compose(config_name=None, overrides=["+student=smollm2-135m-instruct"]).student
+        node = compose(config_name=None, overrides=["+model@student=smollm2-135m-instruct"]).student
     cfg = OmegaConf.to_object(node)
     cfg.check("student")
     return cfg, Path(resolve_checkpoint(cfg, default_cache_dir()))

@@ -39,8 +39,8 @@ def test_training_set_holds_passing_refinements_of_failed_problems(method, compo
     from codistill.methods import RunContext, build_method
     from codistill.tasks import build_task
 
-    cfg = compose(f"method={method}", "dataset=humaneval", "teacher=qwen2.5-coder-0.5b-instruct",
-                  "student=smollm2-135m-instruct", "sampling.n=2", "sampling.temperature=0.6",
+    cfg = compose(f"method={method}", "dataset=humaneval", "model@teacher=qwen2.5-coder-0.5b-instruct",
+                  "model@student=smollm2-135m-instruct", "sampling.n=2", "sampling.temperature=0.6",
                   "sampling.max_new_tokens=160", "generation.batch_size=4", f"cache_dir={cache_root}")
     rc = validate(cfg)
     task = build_task(rc.dataset.task, rc.task)

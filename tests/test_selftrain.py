@@ -211,7 +211,7 @@ def test_stand_keeps_only_passing_zero_shot_teacher_programs(tmp_path, compose):
     write_gsm8k(tmp_path / "train.jsonl", problems)
     write_gsm8k(tmp_path / "test.jsonl", EASY[:1])
     run_dir = tmp_path / "run"
-    overrides = ["experiment=smoke", "method=stand", "teacher=smollm2-135m-instruct", "dataset=gsm8k",
+    overrides = ["experiment=smoke", "method=stand", "model@teacher=smollm2-135m-instruct", "dataset=gsm8k",
                  f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
                  "dataset.train_size=null", "dataset.test_size=null", "sampling.n=3", "sampling.temperature=0.7",
                  "sampling.max_new_tokens=48", "method.keep=unique", "generation.batch_size=15",
@@ -257,7 +257,7 @@ def test_expert_iteration_resamples_only_unsolved_problems_and_trains_on_passing
     write_gsm8k(tmp_path / "train.jsonl", problems)
     write_gsm8k(tmp_path / "test.jsonl", EASY[:1])
     run_dir = tmp_path / "run"
-    p = run_cli(["experiment=smoke", "method=expert_iteration", "student=smollm2-135m-instruct", "dataset=gsm8k",
+    p = run_cli(["experiment=smoke", "method=expert_iteration", "model@student=smollm2-135m-instruct", "dataset=gsm8k",
                  f"dataset.train_file={tmp_path}/train.jsonl", f"dataset.test_file={tmp_path}/test.jsonl",
                  "dataset.train_size=null", "dataset.test_size=null", "method.rounds=2", "method.from_base=false",
                  "method.base_shots=2", "sampling.n=2", "sampling.temperature=0.7", "sampling.max_new_tokens=48",

@@ -391,17 +391,20 @@ class DecontaminationConfig:
 
 
 # --------------------------------------------------------------------------- logging
-@dataclass
-class LoggerConfig:
-    kind: str = "wandb"  # wandb | csv
-    project: str = "codistill"
-    entity: Optional[str] = None
-    mode: str = "offline"  # offline | online | disabled
-    tags: list[str] = field(default_factory=list)
+def check_logger(node: dict, key: str = "logger") -> None:
+    """A ``logger`` option (conf/logger/) is a Lightning logger named by ``_target_`` (a class or
+    a factory such as :func:`codistill.tracking.wandb_logger`), its other keys the arguments.
+    Checked without importing it (that would load torch): the target is a dotted name, the
+    packages in ``_requires_`` are installed, and a ``mode`` is one W&B knows."""
+    from importlib.util import find_spec
 
-    def check(self, key: str) -> None:
-        _choice(self.kind, f"{key}.kind", ("wandb", "csv"))
-        _choice(self.mode, f"{key}.mode", ("offline", "online", "disabled"))
+    target = node.get("_target_")
+    _check(isinstance(target, str) and "." in target, f"{key}._target_",
+           f"a logger names its class or factory, e.g. pytorch_lightning.loggers.CSVLogger; got {target!r}")
+    for pkg in [target.split(".")[0], *(node.get("_requires_") or [])]:
+        _check(find_spec(pkg) is not None, f"{key}._target_", f"{target} needs the {pkg!r} package, not installed here")
+    if "mode" in node:
+        _choice(node["mode"], f"{key}.mode", ("offline", "online", "disabled"))
 
 
 # --------------------------------------------------------------------------- the run
@@ -417,7 +420,7 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     generation: GenerationConfig = MISSING
     trainer: TrainerConfig = MISSING
-    logger: LoggerConfig = MISSING
+    logger: Any = MISSING  # {_target_: a Lightning logger, its arguments}: see check_logger
     # how training programs are sampled (by the teacher, or the student when it teaches itself);
     # shared by every method, so an experiment can size it whatever the method
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8, temperature=0.6, max_new_tokens=256))
@@ -457,10 +460,8 @@ def register_configs() -> None:
     register_resolvers()  # ${codistill_sweep_id:...} in hydra.sweep.dir
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="schema/model", name="model", node=ModelConfig, package="_group_")
-    for group, node in (("teacher", ModelConfig), ("student", ModelConfig), ("dataset", DatasetConfig),
-                        ("generation", GenerationConfig), ("trainer", TrainerConfig),
-                        ("logger", LoggerConfig)):
+    for group, node in (("model", ModelConfig), ("dataset", DatasetConfig),
+                        ("generation", GenerationConfig), ("trainer", TrainerConfig)):
         cs.store(group=group, name="_schema", node=node)
 
 
@@ -525,7 +526,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     _check(rest.teacher.push_to_hub is None, "teacher.push_to_hub", "only the trained student is published")
     _check(not rest.student.push_to_hub or rest.train.save_student, "student.push_to_hub",
            "pushes the saved student: set train.save_student=true")
-    rest.logger.check("logger")
+    check_logger(rest.logger)
     _choice(rest.sweep_lock, "sweep_lock", ("wait", "skip"))
     rest.train.check("train")
     rest.eval.check("eval")

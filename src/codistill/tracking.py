@@ -1,4 +1,5 @@
-"""Experiment tracking: W&B (offline unless configured otherwise) or CSV, through Lightning loggers."""
+"""Experiment tracking through Lightning loggers named by ``_target_`` (conf/logger/): W&B (offline
+unless configured otherwise), CSV, TensorBoard, MLflow, or a user's own."""
 
 from __future__ import annotations
 
@@ -11,24 +12,42 @@ log = logging.getLogger(__name__)
 
 
 def make_loggers(cfg, run_dir: Path, flat_config: dict, *, name: str, group: str) -> list:
-    """The Lightning loggers for this run (one W&B run per job, written under the run dir, the
-    same run id on every retry: see :func:`wandb_run_id`)."""
-    lc = cfg.logger
-    if lc.kind == "csv":
-        from pytorch_lightning.loggers import CSVLogger
+    """The Lightning loggers for this run, from ``logger`` (``_target_``: a Lightning logger class
+    or a factory; the other keys its arguments).  The run supplies what only it knows -- the
+    directory, the job's name and group, the config, the job type and the run's tags -- to each
+    argument of that name the target takes and the YAML leaves unset."""
+    import inspect
 
-        return [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
-    if lc.mode == "disabled":
+    from codistill.plugins import locate
+
+    spec = {k: v for k, v in dict(cfg.logger).items() if k not in ("_target_", "_requires_")}
+    if spec.get("mode") == "disabled":
         return []
+    target = locate(cfg.logger["_target_"], "logger._target_")
+    offered = {"save_dir": str(run_dir), "name": name, "run_name": name, "group": group, "config": flat_config,
+               "job_type": job_type(cfg), "run_tags": run_tags(cfg)}
+    params = inspect.signature(target).parameters
+    spec.update({k: v for k, v in offered.items() if k in params and k not in spec})
+    return [target(**spec)]
+
+
+def run_tags(cfg) -> list[str]:
+    """What the run compares, as tags: ``method:ekt``, ``teacher:...``, ``student:...``, ``dataset:...``."""
+    return [f"method:{cfg.method.name}", f"teacher:{cfg.teacher.name}", f"student:{cfg.student.name}",
+            f"dataset:{cfg.dataset.name}"]
+
+
+def wandb_logger(save_dir: str, name: str, group: str, config: dict, job_type: str, run_tags: list[str], *,
+                 project: str = "codistill", entity: str | None = None, mode: str = "offline",
+                 tags: list[str] = ()):
+    """``logger=wandb``: Lightning's WandbLogger, one W&B run per job written under the run dir,
+    the same run id on every retry (see :func:`wandb_run_id`)."""
     os.environ.setdefault("WANDB_SILENT", "true")
     from pytorch_lightning.loggers import WandbLogger
 
-    tags = [f"method:{cfg.method.name}", f"teacher:{cfg.teacher.name}", f"student:{cfg.student.name}",
-            f"dataset:{cfg.dataset.name}", *lc.tags]
-    logger = WandbLogger(project=lc.project, entity=lc.entity, name=name, group=group, tags=tags,
-                         save_dir=str(run_dir), mode=lc.mode, config=flat_config, job_type=job_type(cfg),
-                         id=wandb_run_id(run_dir), resume="allow")
-    return [logger]
+    return WandbLogger(project=project, entity=entity, name=name, group=group, tags=[*run_tags, *tags],
+                       save_dir=save_dir, mode=mode, config=config, job_type=job_type,
+                       id=wandb_run_id(Path(save_dir)), resume="allow")
 
 
 RUN_ID_FILE = "wandb_run_id.json"

@@ -32,6 +32,7 @@ from codistill.config import MethodConfig, SamplingConfig
 from codistill.generation import generate
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
 from codistill.methods.ekt import select_kept
+from codistill.methods.filtering import check_keep
 from codistill.plugins import check
 from codistill.tasks.base import REFINE_GUIDANCE
 from codistill.tasks.feedback import collect_feedback
