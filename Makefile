@@ -40,6 +40,8 @@ run: install
 
 smoke: install
 	$(VENV)/bin/codistill experiment=smoke
+	PYTHONPATH=examples/custom_method $(VENV)/bin/codistill -m experiment=smoke method=ekt,shortest \
+	    'hydra.searchpath=[file://$(CURDIR)/examples/custom_method/conf]'
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

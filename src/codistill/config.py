@@ -497,8 +497,11 @@ def validate(cfg: DictConfig) -> RunConfig:
                           "_target_: codistill.methods.ekt.EKT)")
     schema = schema_of(target, "method._target_", MethodConfig)
     try:
-        method_cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg.method)
-        method = OmegaConf.to_object(method_cfg)
+        method = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg.method))
+    except Exception as e:  # the method's node is merged alone: its errors' full_key lacks "method."
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"method.{key}: {getattr(e, 'msg', e)}" if key else f"method: {e}") from e
+    try:
         rest_cfg = OmegaConf.merge(OmegaConf.structured(RunConfig),
                                    {k: v for k, v in cfg.items() if k not in ("method", "hydra")})
         rest_cfg.method = None
