@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from codistill.config import ConfigError, DatasetConfig, validate
+from codistill.config import ConfigError, validate
+from codistill.datasets.code_alpaca import CodeAlpacaConfig
 from codistill.datasets.code_alpaca import (arity, load_code_alpaca, make_tests, parse_inputs, prepare,
                                             proposal_prompt, python_function)
 from codistill.datasets.gsm8k import DataFileError
@@ -44,8 +45,8 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def cfg(**kw) -> DatasetConfig:
-    return DatasetConfig(**{**dict(name="code_alpaca", task="mbpp", test_size=1, shuffle_seed=None), **kw})
+def cfg(**kw) -> CodeAlpacaConfig:
+    return CodeAlpacaConfig(**{**dict(name="code_alpaca", task="mbpp", test_size=1, shuffle_seed=None), **kw})
 
 
 def test_python_function_filter():

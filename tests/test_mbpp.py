@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from conftest import run_cli
 
-from codistill.config import ConfigError, DatasetConfig, validate
+from codistill.config import ConfigError, validate
+from codistill.datasets.mbpp import MBPPConfig
 from codistill.datasets.gsm8k import DataFileError
 from codistill.datasets.mbpp import SPLITS, find_entry_point, load_mbpp, read_jsonl, split_of
 from codistill.execution import run_programs
@@ -71,9 +72,9 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def cfg(**kw) -> DatasetConfig:
+def cfg(**kw) -> MBPPConfig:
     base = dict(name="mbpp", task="mbpp", train_split="train", test_split="test")
-    return DatasetConfig(**{**base, **kw})
+    return MBPPConfig(**{**base, **kw})
 
 
 @pytest.fixture

@@ -90,3 +90,16 @@ def test_custom_method_runs_in_a_sweep_beside_ekt(tmp_path):
     assert all(m["status"] == "ok" and "eval/pass@1" in m for m in ms.values())
     # the same teacher samples (the generation cache is shared): shortest keeps at most ekt's problems
     assert ms["shortest"]["data/n_samples"] == ms["ekt"]["data/n_samples"]
+
+
+def test_dataset_options_live_with_their_loader_and_name_the_key(compose):
+    """A dataset's own options are its Config's (codistill.datasets.gsm_symbolic.GSMSymbolicConfig):
+    another dataset has no such key, and a bad value or an unknown task names the key."""
+    rc = validate(compose("dataset=gsm_symbolic", "dataset.template_seed=3"))
+    assert (type(rc.dataset).__name__, rc.dataset.template_seed) == ("GSMSymbolicConfig", 3)
+    with pytest.raises(ConfigError, match=r"dataset\.template_seed"):
+        validate(compose("dataset=gsm8k", "+dataset.template_seed=3"))
+    with pytest.raises(ConfigError, match=r"eval_dataset\.test_template_fraction: must be in \(0, 1\)"):
+        validate(compose("dataset@eval_dataset=gsm_symbolic", "eval_dataset.test_template_fraction=1.5"))
+    with pytest.raises(ConfigError, match=r"dataset\.task: no task named 'gsm9'.*known: gsm, humaneval"):
+        validate(compose("dataset.task=gsm9"))

@@ -101,10 +101,13 @@ class ModelConfig:
 # --------------------------------------------------------------------------- data
 @dataclass
 class DatasetConfig:
-    """Where problems come from.  ``name`` selects the loader in codistill.datasets."""
+    """Where problems come from: the fields every dataset has.  ``_target_`` names the dataset's
+    class (:class:`codistill.datasets.base.Dataset`), whose ``Config`` extends this with its
+    own options and checks, in its own file."""
 
+    _target_: str = MISSING  # e.g. codistill.datasets.gsm8k.GSM8K
     name: str = MISSING
-    task: str = MISSING  # gsm | humaneval | mbpp
+    task: str = MISSING  # a task's name (gsm, humaneval, mbpp, ...: codistill.tasks) or its class, dotted
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
     train_file: Optional[str] = None
@@ -113,41 +116,12 @@ class DatasetConfig:
     test_size: Optional[int] = None
     train_seed: int = 1
     test_seed: int = 2
-    # gsm_symbolic: train and test come from disjoint sets of reasoning-gym's templates, split by
-    # this seed; the test side gets this fraction of the templates
-    template_seed: int = 0
-    test_template_fraction: float = 0.3
     shuffle_seed: Optional[int] = None  # shuffle before taking *_size problems (None: keep file order)
-    # code datasets: MBPP's split of each side (by task_id; null: the whole file), and the
-    # teacher-made unit tests of code_alpaca (problems left with < min_tests are dropped)
-    train_split: Optional[str] = None
-    test_split: Optional[str] = None
-    min_tests: int = 3
-    max_tests: int = 10
-    tests_max_new_tokens: int = 256
-    file: Optional[str] = None  # humaneval_plus / mbpp_plus: a local file in EvalPlus's JSONL format
 
     def check(self, key: str) -> None:
-        _choice(self.task, f"{key}.task", ("gsm", "humaneval", "mbpp", "humaneval_plus", "mbpp_plus"))
         for k in ("train_size", "test_size"):
             v = getattr(self, k)
             _check(v is None or v >= 0, f"{key}.{k}", f"must be >= 0 or null, got {v}")
-        if self.name == "gsm_symbolic":
-            _check(self.train_seed != self.test_seed, f"{key}.train_seed",
-                   "train and test seeds must differ so the splits are disjoint")
-            _check(0.0 < self.test_template_fraction < 1.0, f"{key}.test_template_fraction",
-                   f"must be in (0, 1) (both sides need templates), got {self.test_template_fraction}")
-        for k in ("train_split", "test_split"):
-            v = getattr(self, k)
-            _check(v is None or v in ("train", "test", "validation", "prompt"), f"{key}.{k}",
-                   f"{v!r} is not one of MBPP's splits ['train', 'test', 'validation', 'prompt'] or null")
-        _check(self.min_tests >= 1, f"{key}.min_tests", f"must be >= 1, got {self.min_tests}")
-        _check(self.max_tests >= self.min_tests, f"{key}.max_tests",
-               f"must be >= min_tests ({self.min_tests}), got {self.max_tests}")
-        _check(self.tests_max_new_tokens >= 16, f"{key}.tests_max_new_tokens", "must be >= 16")
-        if self.name == "code_alpaca":
-            _check(self.test_file is not None or self.test_size is not None, f"{key}.test_size",
-                   "code_alpaca has one pool of problems: set test_size (carved from it) or test_file")
 
 
 @dataclass
@@ -413,10 +387,10 @@ class RunConfig:
     teacher: ModelConfig = MISSING
     student: ModelConfig = MISSING
     method: Any = MISSING
-    dataset: DatasetConfig = MISSING
+    dataset: Any = MISSING  # a DatasetConfig subclass: the dataset's own Config (via its _target_)
     # evaluate on another dataset's test split (e.g. train on code_alpaca, test on HumanEval);
     # picked like a dataset:  codistill dataset@eval_dataset=humaneval
-    eval_dataset: Optional[DatasetConfig] = None
+    eval_dataset: Any = None
     task: TaskConfig = field(default_factory=TaskConfig)
     generation: GenerationConfig = MISSING
     trainer: TrainerConfig = MISSING
@@ -460,7 +434,7 @@ def register_configs() -> None:
     register_resolvers()  # ${codistill_sweep_id:...} in hydra.sweep.dir
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    for group, node in (("model", ModelConfig), ("dataset", DatasetConfig),
+    for group, node in (("model", ModelConfig),
                         ("generation", GenerationConfig), ("trainer", TrainerConfig)):
         cs.store(group=group, name="_schema", node=node)
 
@@ -485,37 +459,51 @@ def check_finite(obj: Any, key: str = "") -> None:
         raise ConfigError(f"{key}: must be a finite number, got {obj}")
 
 
+def plugin_config(cfg: DictConfig, key: str, base: type) -> Any:
+    """``cfg[key]`` as the typed config of the plugin its ``_target_`` names (a ``base``
+    subclass defined beside the plugin's code); errors name ``<key>.<field>``."""
+    target = OmegaConf.select(cfg, f"{key}._target_")
+    if target is None:
+        raise ConfigError(f"{key}._target_: missing; the option's YAML names its class "
+                          f"(e.g. conf/method/ekt.yaml: _target_: codistill.methods.ekt.EKT)")
+    schema = schema_of(target, f"{key}._target_", base)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[key]))
+    except Exception as e:  # the node is merged alone: its errors' full_key lacks "<key>."
+        sub = getattr(e, "full_key", None)
+        raise ConfigError(f"{key}.{sub}: {getattr(e, 'msg', e)}" if sub else f"{key}: {e}") from e
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Turn a composed config into typed objects and check every range and choice.
 
     Raises :class:`ConfigError` naming the key.  Runs in well under a second and loads
     nothing, so a bad sweep value fails before any model is touched.
     """
-    target = OmegaConf.select(cfg, "method._target_")
-    if target is None:
-        raise ConfigError("method._target_: missing; a method's YAML names its class (conf/method/ekt.yaml: "
-                          "_target_: codistill.methods.ekt.EKT)")
-    schema = schema_of(target, "method._target_", MethodConfig)
-    try:
-        method = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg.method))
-    except Exception as e:  # the method's node is merged alone: its errors' full_key lacks "method."
-        key = getattr(e, "full_key", None)
-        raise ConfigError(f"method.{key}: {getattr(e, 'msg', e)}" if key else f"method: {e}") from e
+    plugins = {"method": plugin_config(cfg, "method", MethodConfig),
+               "dataset": plugin_config(cfg, "dataset", DatasetConfig),
+               "eval_dataset": plugin_config(cfg, "eval_dataset", DatasetConfig) if cfg.get("eval_dataset") else None}
     try:
         rest_cfg = OmegaConf.merge(OmegaConf.structured(RunConfig),
-                                   {k: v for k, v in cfg.items() if k not in ("method", "hydra")})
-        rest_cfg.method = None
+                                   {k: v for k, v in cfg.items() if k not in (*plugins, "hydra")})
+        for k in plugins:  # typed above, set below
+            rest_cfg[k] = None
         rest = OmegaConf.to_object(rest_cfg)
     except Exception as e:  # omegaconf's ValidationError / MissingMandatoryValue carry the key
         raise ConfigError(str(e)) from e
-    rest.method = method
+    for k, v in plugins.items():
+        setattr(rest, k, v)
+    method = rest.method
     check_finite(rest)
     rest.teacher.check("teacher")
     rest.student.check("student")
     method.check("method")
-    rest.dataset.check("dataset")
-    if rest.eval_dataset is not None:
-        rest.eval_dataset.check("eval_dataset")
+    from codistill.tasks import task_class
+
+    for key in ("dataset", "eval_dataset"):
+        if getattr(rest, key) is not None:
+            getattr(rest, key).check(key)
+            task_class(getattr(rest, key).task, f"{key}.task")  # a task of that name exists
     rest.task.check("task")
     rest.sampling.check("sampling")
     rest.generation.check("generation")
@@ -535,6 +523,6 @@ def validate(cfg: DictConfig) -> RunConfig:
     rest.eval.check("eval")
     rest.decontamination.check("decontamination")
     # multi-step inference refines with visible-test feedback: GSM has no visible tests
-    _check(rest.eval.refine_steps == 0 or rest.dataset.task != "gsm", "eval.refine_steps",
-           "multi-step refinement needs a code task with visible tests, got dataset.task=gsm")
+    _check(rest.eval.refine_steps == 0 or task_class(rest.dataset.task).visible_tests, "eval.refine_steps",
+           f"multi-step refinement needs a code task with visible tests, got dataset.task={rest.dataset.task}")
     return rest

@@ -155,8 +155,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         import pytorch_lightning as pl
         import torch
 
-        from codistill.datasets import load_problems
-        from codistill.datasets import prepare_problems
+        from codistill.datasets import build_dataset
         from codistill.evaluation import evaluate
         from codistill.execution import isolation_info
         from codistill.methods import RunContext, build_method
@@ -170,16 +169,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         torch.set_num_threads(compute_threads(dist.local_world))
         metrics["execution/isolation"] = isolation_info().get("level")
         task = build_task(rc.dataset.task, rc.task)
-        train, test = load_problems(rc.dataset)
+        dataset = build_dataset(rc.dataset)
+        train, test = dataset.load()
         loggers = make_loggers(rc, run_dir, OmegaConf.to_container(cfg, resolve=True),
                                name=job_name(cfg), group=wandb_group(rc.experiment_name)) if dist.is_zero else []
         ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
                          cache_dir=os.path.expanduser(rc.cache_dir))
-        train, test = prepare_problems(ctx, metrics)  # e.g. code_alpaca: the teacher helps make the tests
-        eval_task = task
+        metrics.update(dataset.prepare(ctx))  # e.g. code_alpaca: the teacher helps make the tests
+        train, test = ctx.train, ctx.test
+        eval_task, eval_data = task, dataset
         if rc.eval_dataset is not None:  # e.g. train on code_alpaca, evaluate on HumanEval's test split
-            eval_task = build_task(rc.eval_dataset.task, rc.task)
-            _, test = load_problems(rc.eval_dataset)
+            eval_task, eval_data = build_task(rc.eval_dataset.task, rc.task), build_dataset(rc.eval_dataset)
+            _, test = eval_data.load()
             metrics["eval_dataset"] = rc.eval_dataset.name
         if rc.eval.max_problems is not None:
             test = test[:rc.eval.max_problems]
@@ -189,16 +190,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from codistill.datasets.contamination import check as check_contamination
 
         check_contamination(rc.decontamination, train, test, run_dir, metrics)  # fails on train/test overlap
-        if (rc.eval_dataset or rc.dataset).name == "humaneval":
-            from codistill.datasets.humaneval import describe_split
-
-            metrics["data/split"] = describe_split(train if rc.eval_dataset is None else [], test)
-            if len(test) != 164:
-                log.warning("HumanEval split %s: NOT the standard 164-problem benchmark", metrics["data/split"])
-        elif rc.eval_dataset is None and rc.dataset.name == "gsm_symbolic":
-            from codistill.datasets.gsm_symbolic import split_counts
-
-            metrics.update(split_counts(rc.dataset, train, test))
+        # what split is evaluated (e.g. HumanEval's, when it is not the standard 164 problems)
+        metrics.update(eval_data.describe(train if rc.eval_dataset is None else None, test))
         method = build_method(rc)
         method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
 

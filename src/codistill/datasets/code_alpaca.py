@@ -34,10 +34,14 @@ import json
 import logging
 import random
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codistill.config import DatasetConfig
+from codistill.datasets.base import Dataset
 from codistill.datasets.gsm8k import DataFileError, jsonl_records
+from codistill.plugins import check
 from codistill.tasks.base import Problem
 
 log = logging.getLogger(__name__)
@@ -349,3 +353,32 @@ def prepare(ctx) -> dict:
              "%.1f tests per problem", len(kept), len(problems), min_tests, n_before[0], len(ctx.train),
              n_before[1], len(ctx.test), metrics["data/tests_per_problem_mean"])
     return metrics
+
+
+@dataclass
+class CodeAlpacaConfig(DatasetConfig):
+    # the teacher-made unit tests (problems left with < min_tests are dropped)
+    min_tests: int = 3
+    max_tests: int = 10
+    tests_max_new_tokens: int = 256
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        check(self.min_tests >= 1, f"{key}.min_tests", f"must be >= 1, got {self.min_tests}")
+        check(self.max_tests >= self.min_tests, f"{key}.max_tests",
+              f"must be >= min_tests ({self.min_tests}), got {self.max_tests}")
+        check(self.tests_max_new_tokens >= 16, f"{key}.tests_max_new_tokens", "must be >= 16")
+        check(self.test_file is not None or self.test_size is not None, f"{key}.test_size",
+              "code_alpaca has one pool of problems: set test_size (carved from it) or test_file")
+
+
+class CodeAlpaca(Dataset):
+    """``dataset=code_alpaca``: Code Alpaca's Python tasks, their tests made by the teacher."""
+
+    Config = CodeAlpacaConfig
+
+    def load(self):
+        return load_code_alpaca(self.cfg)
+
+    def prepare(self, ctx) -> dict:
+        return prepare(ctx)

@@ -27,8 +27,12 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+from codistill.config import DatasetConfig
+from codistill.datasets.base import Dataset
 from codistill.datasets.gsm8k import DataFileError
 from codistill.tasks.base import Problem
 
@@ -159,3 +163,17 @@ def load_evalplus(cfg) -> tuple[list[Problem], list[Problem]]:
     n_test = len(problems) if cfg.test_size is None else cfg.test_size
     test, rest = problems[:n_test], problems[n_test:]
     return (rest if cfg.train_size is None else rest[:cfg.train_size]), test
+
+
+@dataclass
+class EvalPlusConfig(DatasetConfig):
+    file: Optional[str] = None  # a local file in EvalPlus's JSONL format (null: the evalplus package's)
+
+
+class EvalPlus(Dataset):
+    """``dataset=humaneval_plus`` / ``mbpp_plus``: EvalPlus's extended tests."""
+
+    Config = EvalPlusConfig
+
+    def load(self):
+        return load_evalplus(self.cfg)

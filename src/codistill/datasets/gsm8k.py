@@ -11,6 +11,7 @@ import random
 import re
 from pathlib import Path
 
+from codistill.datasets.base import Dataset
 from codistill.tasks.base import Problem
 from codistill.tasks.gsm import parse_number
 
@@ -85,3 +86,10 @@ def load_gsm8k(cfg) -> tuple[list[Problem], list[Problem]]:
             random.Random(cfg.shuffle_seed).shuffle(problems)
         out.append(problems if size is None else problems[:size])
     return out[0], out[1]
+
+
+class GSM8K(Dataset):
+    """``dataset=gsm8k``: the hub's ``openai/gsm8k`` or local JSONL files in its format."""
+
+    def load(self):
+        return load_gsm8k(self.cfg)

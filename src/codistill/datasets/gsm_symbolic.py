@@ -11,8 +11,12 @@ Each side then draws problems from reasoning-gym with its own seed (``train_seed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from random import Random
 
+from codistill.config import DatasetConfig
+from codistill.datasets.base import Dataset
+from codistill.plugins import check
 from codistill.tasks.base import Problem
 from codistill.tasks.gsm import parse_number
 
@@ -95,3 +99,30 @@ def split_counts(cfg, train: list[Problem], test: list[Problem]) -> dict:
                           f"(template_seed={cfg.template_seed})",
             "data/train_templates": len(train_t), "data/test_templates": len(test_t),
             "data/shared_templates": len(used - {None})}
+
+
+@dataclass
+class GSMSymbolicConfig(DatasetConfig):
+    # train and test come from disjoint sets of reasoning-gym's templates, split by this seed;
+    # the test side gets this fraction of the templates
+    template_seed: int = 0
+    test_template_fraction: float = 0.3
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        check(self.train_seed != self.test_seed, f"{key}.train_seed",
+              "train and test seeds must differ so the splits are disjoint")
+        check(0.0 < self.test_template_fraction < 1.0, f"{key}.test_template_fraction",
+              f"must be in (0, 1) (both sides need templates), got {self.test_template_fraction}")
+
+
+class GSMSymbolic(Dataset):
+    """``dataset=gsm_symbolic``: GSM8K-style problems made offline by reasoning-gym."""
+
+    Config = GSMSymbolicConfig
+
+    def load(self):
+        return load_gsm_symbolic(self.cfg)
+
+    def describe(self, train, test) -> dict:
+        return {} if train is None else split_counts(self.cfg, train, test)

