@@ -16,6 +16,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from codistill.generation.openai import OpenAIConfig
+from codistill.generation.vllm import VLLMConfig
 from codistill.plugins import ConfigError, check, choice, schema_of
 
 _check, _choice = check, choice  # the names this module's checks use
@@ -93,8 +95,10 @@ class ModelConfig:
         if self.source == "packaged_gguf":
             _check(len(self.packages) > 0, f"{key}.packages", "required when source=packaged_gguf")
         _check(self.max_context > 0, f"{key}.max_context", "must be > 0")
-        _check(self.backend in (None, "hf", "vllm", "openai"), f"{key}.backend",
-               f"{self.backend!r} is not one of [null, 'hf', 'vllm', 'openai']")
+        if self.backend is not None:
+            from codistill.generation import check_backend_name
+
+            check_backend_name(self.backend, f"{key}.backend")
         self.lora.check(f"{key}.lora")
 
 
@@ -165,53 +169,6 @@ class SamplingConfig:
 
 
 @dataclass
-class OpenAIConfig:
-    """``generation=openai``: any OpenAI-compatible server (its ``/completions`` endpoint).
-
-    Prompts are rendered locally (chat template included) with the role's tokenizer, so the
-    server gets exactly the text the hf backend would see.  The key is read from the
-    environment variable named by ``api_key_env``; never put the key itself in a config.
-    """
-
-    base_url: Optional[str] = None  # e.g. http://127.0.0.1:8000/v1
-    model: Optional[str] = None  # the served model's name; null: the role's model config `name`
-    api_key_env: str = "OPENAI_API_KEY"  # unset variable: a placeholder key (local servers need none)
-    max_concurrency: int = 8  # requests in flight at once
-    timeout_s: float = 120.0  # per request
-    max_retries: int = 5  # on 429, 5xx, timeouts and connection errors
-    backoff_s: float = 1.0  # first retry delay; doubles each retry, with full jitter
-    backoff_max_s: float = 30.0
-    use_n: bool = True  # ask for n samples in one request (repeated requests where a server returns fewer)
-
-    def check(self, key: str) -> None:
-        _check(bool(self.base_url) and str(self.base_url).startswith(("http://", "https://")), f"{key}.base_url",
-               f"an http(s) URL of an OpenAI-compatible server is required, got {self.base_url!r}")
-        _check(bool(self.api_key_env) and not str(self.api_key_env).startswith("sk-"), f"{key}.api_key_env",
-               "must name an environment variable (never the key itself)")
-        _check(self.max_concurrency >= 1, f"{key}.max_concurrency", "must be >= 1")
-        _check(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
-        _check(self.max_retries >= 0, f"{key}.max_retries", "must be >= 0")
-        _check(0 <= self.backoff_s <= self.backoff_max_s, f"{key}.backoff_s", "must be in [0, backoff_max_s]")
-
-
-@dataclass
-class VLLMConfig:
-    """``generation=vllm``: an in-process vLLM ``LLM`` over the role's local checkpoint (GPU)."""
-
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    dtype: str = "auto"
-    max_model_len: Optional[int] = None  # null: the model config's max_context
-    enforce_eager: bool = False
-
-    def check(self, key: str) -> None:
-        _check(self.tensor_parallel_size >= 1, f"{key}.tensor_parallel_size", "must be >= 1")
-        _check(0 < self.gpu_memory_utilization <= 1, f"{key}.gpu_memory_utilization", "must be in (0, 1]")
-        _choice(self.dtype, f"{key}.dtype", DTYPES)
-        _check(self.max_model_len is None or self.max_model_len >= 16, f"{key}.max_model_len", "must be >= 16")
-
-
-@dataclass
 class GenerationConfig:
     backend: str = "hf"
     batch_size: Any = 16  # sequences per forward pass (hf), or "auto" (CUDA: from free memory; CPU: 16)
@@ -221,19 +178,15 @@ class GenerationConfig:
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def check(self, key: str) -> None:
-        _choice(self.backend, f"{key}.backend", ("hf", "vllm", "openai"))
+        from codistill.generation import check_backend_name
+
+        check_backend_name(self.backend, f"{key}.backend")
         bs = self.batch_size
         _check(bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1), f"{key}.batch_size",
                f"must be an integer >= 1 or 'auto', got {bs!r}")
-        if self.backend == "openai":
-            self.openai.check(f"{key}.openai")
-        if self.backend == "vllm":
-            self.vllm.check(f"{key}.vllm")
-            from importlib.util import find_spec
-
-            _check(find_spec("vllm") is not None, f"{key}.backend",
-                   "generation=vllm needs the vllm package (GPU machines: pip install 'codistill[vllm]'); "
-                   "it is not importable here - use generation=hf")
+        options = getattr(self, self.backend, None)  # the backend's own section (openai:, vllm:), if it has one
+        if options is not None:
+            options.check(f"{key}.{self.backend}")
 
 
 # --------------------------------------------------------------------------- method

@@ -23,9 +23,12 @@ here, so its key is the server (credentials stripped) and the served name
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
+import pkgutil
 import time
 from pathlib import Path
+from typing import Callable, Protocol
 
 from codistill.generation.cache import GenerationCache, digest
 
@@ -140,27 +143,65 @@ def served_model_name(gcfg, mcfg) -> str:
     return gcfg.openai.model or mcfg.name
 
 
+class Backend(Protocol):
+    """What a generation backend is (``generation.backend``): the module
+    ``codistill.generation.<name>`` declares ``Backend = <its class>`` (a backend outside the
+    package is named by its dotted class).  ``generate`` draws ``sampling.n`` completions per
+    prompt, in prompt order, and calls ``on_batch`` with each finished batch's
+    ``(prompt, completions)`` rows so they are cached at once; ``last_tokens`` /
+    ``last_tokens_per_s`` are the figures of the last call.  ``from_config`` builds it for a role
+    (``model``/``tokenizer``: the loaded weights, for a backend that is ``in_process``);
+    ``identity`` is its generation-cache key: every input besides weights, prompts, sampling and
+    seed that changes the samples."""
+
+    in_process: bool
+    last_tokens: int
+    last_tokens_per_s: float
+
+    def generate(self, prompts: list[str], sampling, seed: int,
+                 on_batch: Callable[[list[tuple[str, list[str]]]], None] | None = None) -> list[list[str]]: ...
+
+    @classmethod
+    def from_config(cls, gcfg, mcfg, *, cache_dir: str | Path, model=None, tokenizer=None,
+                    desc: str = "generate") -> "Backend": ...
+
+    @classmethod
+    def identity(cls, gcfg, mcfg, model_identity: str, model=None) -> str: ...
+
+
+def check_backend_name(name: str, key: str) -> None:
+    """``name`` is a backend: a module ``codistill.generation.<name>`` or a dotted class whose
+    package is installed -- checked without importing it (hf would load torch)."""
+    from importlib.util import find_spec
+
+    from codistill.plugins import check
+
+    if "." in name:
+        check(find_spec(name.split(".")[0]) is not None, key, f"{name}: package {name.split('.')[0]!r} not importable")
+        return
+    known = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in NOT_BACKENDS)
+    check(name in known, key, f"{name!r} is not one of {known} (or a backend class as package.module.Class)")
+
+
+NOT_BACKENDS = ("cache",)  # the modules of this package that are not backends
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class ``generation.backend`` (or a role's ``backend``) names."""
+    from codistill.plugins import locate
+
+    if "." in name:
+        return locate(name, "generation.backend")
+    return importlib.import_module(f"{__name__}.{name}").Backend
+
+
 def backend_identity(gcfg, mcfg, model_identity: str | None, model=None) -> str | None:
     """The generation-cache identity of sampling ``mcfg`` with backend ``gcfg.backend``
     (None when ``model_identity`` is None, i.e. the cache is off).  hf needs the loaded ``model``:
     its dtype and device are read from it, as resolved, not from the config's ``auto``."""
     if model_identity is None:
         return None
-    if gcfg.backend == "hf":
-        if model is None:
-            raise ValueError("the hf generation-cache identity needs the loaded model (its dtype and device)")
-        return f"{model_identity}|hf:{_fields(hf_numerics(model, gcfg))}"
-    if gcfg.backend == "vllm":
-        v = gcfg.vllm
-        return (f"{model_identity}|vllm:" + _fields({"dtype": v.dtype, "tensor_parallel_size": v.tensor_parallel_size,
-                                                      "max_model_len": v.max_model_len or mcfg.max_context,
-                                                      "enforce_eager": bool(v.enforce_eager)}))
-    if gcfg.backend == "openai":
-        from codistill.redact import strip_url_credentials
-
-        url = strip_url_credentials(str(gcfg.openai.base_url).rstrip("/"))
-        return f"openai:{url}:{served_model_name(gcfg, mcfg)}"
-    raise ValueError(f"generation.backend: unknown backend {gcfg.backend!r}")
+    return backend_class(gcfg.backend).identity(gcfg, mcfg, model_identity, model=model)
 
 
 def hf_numerics(model, gcfg) -> dict:
@@ -183,7 +224,7 @@ def hf_numerics(model, gcfg) -> dict:
             "batch_size": batch, "static_cache": bool(gcfg.static_cache)}
 
 
-def _fields(d: dict) -> str:
+def fields_key(d: dict) -> str:
     return ",".join(f"{k}={d[k]}" for k in sorted(d))
 
 
@@ -193,26 +234,9 @@ def build_backend(gcfg, mcfg, *, cache_dir: str | Path, model=None, tokenizer=No
     hf needs the loaded ``model`` and ``tokenizer``; vllm loads the checkpoint itself (packaged
     models resolve to their converted directory); openai loads nothing.
     """
-    if gcfg.backend == "hf":
-        from codistill.generation.hf import HFBackend
-
-        if model is None or tokenizer is None:
-            raise ValueError("generation=hf needs the loaded model and tokenizer")
-        return HFBackend(model, tokenizer, batch_size=gcfg.batch_size, static_cache=gcfg.static_cache, desc=desc)
-    if gcfg.backend == "vllm":
-        from codistill.generation.vllm import VLLMBackend
-        from codistill.models import resolve_checkpoint
-
-        if mcfg.source == "tiny":
-            raise ValueError("generation=vllm cannot load a tiny (in-memory) model; use generation=hf")
-        return VLLMBackend(resolve_checkpoint(mcfg, cache_dir), gcfg.vllm, max_context=mcfg.max_context,
-                           trust_remote_code=bool(mcfg.trust_remote_code), desc=desc)
-    if gcfg.backend == "openai":
-        from codistill.generation.openai import OpenAIBackend
-
-        return OpenAIBackend(gcfg.openai, served_model_name(gcfg, mcfg), desc=desc)
-    raise ValueError(f"generation.backend: unknown backend {gcfg.backend!r}")
+    return backend_class(gcfg.backend).from_config(gcfg, mcfg, cache_dir=cache_dir, model=model, tokenizer=tokenizer,
+                                                   desc=desc)
 
 
-__all__ = ["GenerationCache", "backend_identity", "build_backend", "chain_seed", "digest", "generate",
+__all__ = ["Backend", "GenerationCache", "backend_class", "backend_identity", "build_backend", "check_backend_name", "chain_seed", "digest", "generate",
            "generate_each", "hf_numerics", "sampling_key", "served_model_name"]

@@ -141,6 +141,24 @@ class HFBackend:
     with the prompts of each finished batch, so the caller can persist them (kill-and-resume).
     """
 
+    in_process = True  # samples the model loaded in this process (RunContext.load)
+
+    @classmethod
+    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None, desc: str = "generate") -> "HFBackend":
+        if model is None or tokenizer is None:
+            raise ValueError("generation=hf needs the loaded model and tokenizer")
+        return cls(model, tokenizer, batch_size=gcfg.batch_size, static_cache=gcfg.static_cache, desc=desc)
+
+    @classmethod
+    def identity(cls, gcfg, mcfg, model_identity: str, model=None) -> str:
+        """``<model>|hf:...``: the loaded model's dtype, device and quantization, the batch size and
+        the static-cache switch (:func:`codistill.generation.hf_numerics`)."""
+        from codistill.generation import fields_key, hf_numerics
+
+        if model is None:
+            raise ValueError("the hf generation-cache identity needs the loaded model (its dtype and device)")
+        return f"{model_identity}|hf:{fields_key(hf_numerics(model, gcfg))}"
+
     def __init__(self, model, tokenizer, *, batch_size: int | str = 16, desc: str = "generate",
                  share_prefill: bool = True, static_cache: bool = False, fast_sampling: bool = True) -> None:
         self.model = model
@@ -266,3 +284,6 @@ def _cache_kwarg(model) -> str:
         return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     except (TypeError, ValueError):
         return "past_key_values"
+
+
+Backend = HFBackend  # generation.backend: hf

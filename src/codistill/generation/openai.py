@@ -23,11 +23,44 @@ import random
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from codistill.plugins import check
 
 log = logging.getLogger(__name__)
 
 PLACEHOLDER_KEY = "codistill-no-key"  # local servers accept any key; the client insists on one
+
+
+@dataclass
+class OpenAIConfig:
+    """``generation=openai``: any OpenAI-compatible server (its ``/completions`` endpoint).
+
+    Prompts are rendered locally (chat template included) with the role's tokenizer, so the
+    server gets exactly the text the hf backend would see.  The key is read from the
+    environment variable named by ``api_key_env``; never put the key itself in a config.
+    """
+
+    base_url: Optional[str] = None  # e.g. http://127.0.0.1:8000/v1
+    model: Optional[str] = None  # the served model's name; null: the role's model config `name`
+    api_key_env: str = "OPENAI_API_KEY"  # unset variable: a placeholder key (local servers need none)
+    max_concurrency: int = 8  # requests in flight at once
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 5  # on 429, 5xx, timeouts and connection errors
+    backoff_s: float = 1.0  # first retry delay; doubles each retry, with full jitter
+    backoff_max_s: float = 30.0
+    use_n: bool = True  # ask for n samples in one request (repeated requests where a server returns fewer)
+
+    def check(self, key: str) -> None:
+        check(bool(self.base_url) and str(self.base_url).startswith(("http://", "https://")), f"{key}.base_url",
+               f"an http(s) URL of an OpenAI-compatible server is required, got {self.base_url!r}")
+        check(bool(self.api_key_env) and not str(self.api_key_env).startswith("sk-"), f"{key}.api_key_env",
+               "must name an environment variable (never the key itself)")
+        check(self.max_concurrency >= 1, f"{key}.max_concurrency", "must be >= 1")
+        check(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
+        check(self.max_retries >= 0, f"{key}.max_retries", "must be >= 0")
+        check(0 <= self.backoff_s <= self.backoff_max_s, f"{key}.backoff_s", "must be in [0, backoff_max_s]")
 
 
 class OpenAIBackendError(RuntimeError):
@@ -60,6 +93,24 @@ class OpenAIBackend:
 
     ``cfg`` is a :class:`codistill.config.OpenAIConfig`; ``model`` the served model's name.
     """
+
+    in_process = False  # the weights are the server's
+
+    @classmethod
+    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None, desc: str = "generate") -> "OpenAIBackend":
+        from codistill.generation import served_model_name
+
+        return cls(gcfg.openai, served_model_name(gcfg, mcfg), desc=desc)
+
+    @classmethod
+    def identity(cls, gcfg, mcfg, model_identity: str, model=None) -> str:
+        """``openai:<base_url>:<served name>``: the server's weights and numerics are unknown
+        here, so the key is the server (credentials stripped) and the name -- never the API key."""
+        from codistill.generation import served_model_name
+        from codistill.redact import strip_url_credentials
+
+        url = strip_url_credentials(str(gcfg.openai.base_url).rstrip("/"))
+        return f"openai:{url}:{served_model_name(gcfg, mcfg)}"
 
     def __init__(self, cfg, model: str, *, desc: str = "generate") -> None:
         import openai
@@ -171,3 +222,6 @@ class OpenAIBackend:
 
 class _AskSingly(Exception):
     """Internal: the server rejected ``n``; ask again one sample per request."""
+
+
+Backend = OpenAIBackend  # generation.backend: openai

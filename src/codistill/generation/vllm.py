@@ -14,9 +14,34 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from codistill.plugins import check, choice
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class VLLMConfig:
+    """``generation=vllm``: an in-process vLLM ``LLM`` over the role's local checkpoint (GPU)."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    dtype: str = "auto"
+    max_model_len: Optional[int] = None  # null: the model config's max_context
+    enforce_eager: bool = False
+
+    def check(self, key: str) -> None:
+        check(self.tensor_parallel_size >= 1, f"{key}.tensor_parallel_size", "must be >= 1")
+        check(0 < self.gpu_memory_utilization <= 1, f"{key}.gpu_memory_utilization", "must be in (0, 1]")
+        from codistill.config import DTYPES
+
+        choice(self.dtype, f"{key}.dtype", DTYPES)
+        check(self.max_model_len is None or self.max_model_len >= 16, f"{key}.max_model_len", "must be >= 16")
+        check(vllm_available(), key.rsplit(".", 1)[0] + ".backend",
+              "generation=vllm needs the vllm package (GPU machines: pip install 'codistill[vllm]'); "
+              "it is not importable here - use generation=hf")
 
 
 def vllm_available() -> bool:
@@ -27,6 +52,27 @@ def vllm_available() -> bool:
 
 class VLLMBackend:
     """``generate(prompts, sampling, seed)`` with vLLM; ``checkpoint`` is a directory or hub id."""
+
+    in_process = False  # loads the role's checkpoint itself
+
+    @classmethod
+    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None, desc: str = "generate") -> "VLLMBackend":
+        from codistill.models import resolve_checkpoint
+
+        if mcfg.source == "tiny":
+            raise ValueError("generation=vllm cannot load a tiny (in-memory) model; use generation=hf")
+        return cls(resolve_checkpoint(mcfg, cache_dir), gcfg.vllm, max_context=mcfg.max_context,
+                   trust_remote_code=bool(mcfg.trust_remote_code), desc=desc)
+
+    @classmethod
+    def identity(cls, gcfg, mcfg, model_identity: str, model=None) -> str:
+        """``<model>|vllm:...``: its dtype, tensor parallelism, context length and eager switch."""
+        from codistill.generation import fields_key
+
+        v = gcfg.vllm
+        return f"{model_identity}|vllm:" + fields_key({"dtype": v.dtype, "tensor_parallel_size": v.tensor_parallel_size,
+                                                       "max_model_len": v.max_model_len or mcfg.max_context,
+                                                       "enforce_eager": bool(v.enforce_eager)})
 
     def __init__(self, checkpoint: str, cfg, *, max_context: int, trust_remote_code: bool = False,
                  desc: str = "generate") -> None:
@@ -59,3 +105,6 @@ class VLLMBackend:
         if on_batch:
             on_batch(list(zip(prompts, out)))
         return out
+
+
+Backend = VLLMBackend  # generation.backend: vllm

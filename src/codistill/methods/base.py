@@ -73,14 +73,14 @@ class RunContext:
 
         Methods sample through this, never by building a backend themselves, so the
         ``generation`` config group decides how (transformers, vLLM, an API server)."""
-        from codistill.generation import backend_identity, build_backend
+        from codistill.generation import backend_class, backend_identity, build_backend
 
         gcfg, mcfg = self.cfg.generation, getattr(self.cfg, role)
         if mcfg.backend and mcfg.backend != gcfg.backend:  # this role alone (e.g. an API teacher)
             import dataclasses
 
             gcfg = dataclasses.replace(gcfg, backend=mcfg.backend)
-        if gcfg.backend == "hf":
+        if backend_class(gcfg.backend).in_process:  # hf: over the weights loaded here
             model, tok, ident = self.load(role)
             return build_backend(gcfg, mcfg, cache_dir=self.cache_dir, model=model, tokenizer=tok,
                                  desc=desc or role), tok, ident
