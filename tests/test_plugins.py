@@ -54,9 +54,10 @@ def test_every_option_composes_and_validates(compose, monkeypatch, key, option, 
         return
     rc = validate(compose(*overrides))
     if key == "method":  # the schema came from the class the YAML names
-        from codistill.plugins import locate
+        from codistill.config import MethodConfig
+        from codistill.plugins import schema_of
 
-        assert type(rc.method) is locate(rc.method._target_, "method._target_").Config
+        assert type(rc.method) is schema_of(rc.method._target_, "method._target_", MethodConfig)
 
 
 def test_plugin_schema_checks_run_before_anything_loads(compose, monkeypatch):

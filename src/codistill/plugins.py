@@ -51,7 +51,7 @@ def locate(target: str, key: str):
 def schema_of(target: str, key: str, base: type) -> type:
     """The config dataclass of the plugin ``target``: its ``Config`` attribute, a subclass of
     ``base`` (a plugin with no options of its own may leave it out and get ``base``)."""
-    schema = getattr(locate(target, key), "Config", base)
+    schema = getattr(locate(target, key), "Config", None) or base
     check(dataclasses.is_dataclass(schema) and isinstance(schema, type) and issubclass(schema, base), key,
           f"{target}.Config must be a dataclass extending {base.__module__}.{base.__name__}")
     return schema

@@ -110,10 +110,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 class Method(ABC):
-    name = "method"
+    """A method: its ``Config`` (a :class:`codistill.config.MethodConfig` dataclass, in the same
+    file) is the schema of ``cfg.method``; :meth:`build` makes the training set."""
+
+    Config: type = None  # None: MethodConfig (no options of its own); found by codistill.plugins.schema_of
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg  # this method's config (cfg.method)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
 
     def check(self, ctx: RunContext) -> None:
         """Cheap checks that need the run's context (e.g. tokenizers), before any weights load."""

@@ -34,7 +34,6 @@ class EKTConfig(MethodConfig):
 
 
 class EKT(Method):
-    name = "ekt"
     Config = EKTConfig
 
     def select(self, judged: list[Judged]) -> list[Judged]:

@@ -74,7 +74,6 @@ class ExpertIterationConfig(MethodConfig):
 
 
 class ExpertIteration(Method):
-    name = "expert_iteration"
     Config = ExpertIterationConfig
 
     def build(self, ctx: RunContext) -> MethodResult:

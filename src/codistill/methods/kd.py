@@ -61,7 +61,6 @@ class KDConfig(EKTConfig):
 
 
 class KD(EKT):
-    name = "kd"
     Config = KDConfig
 
     def check(self, ctx: RunContext) -> None:

@@ -59,7 +59,6 @@ class OnPolicyConfig(EKTConfig):
 
 
 class OnPolicy(KD):
-    name = "on_policy"
     Config = OnPolicyConfig
 
     def check(self, ctx: RunContext) -> None:

@@ -66,7 +66,6 @@ class PERsDConfig(MethodConfig):
 
 
 class PERsD(Method):
-    name = "persd"
     Config = PERsDConfig
     #: the kinds of training pair made from each kept refinement: "persd" (task -> solution),
     #: "persd_refine" (task + attempt + feedback -> solution)

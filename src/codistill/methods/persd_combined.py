@@ -4,17 +4,8 @@
 solution) as ``persd_refine`` (methods/persd.py).
 """
 
-from dataclasses import dataclass
-
-from codistill.methods.persd import PERsD, PERsDConfig
-
-
-@dataclass
-class PERsDCombinedConfig(PERsDConfig):
-    name: str = "persd_combined"
+from codistill.methods.persd import PERsD
 
 
 class PERsDCombined(PERsD):
-    name = "persd_combined"
-    Config = PERsDCombinedConfig
     pair_kinds = ("persd", "persd_refine")

@@ -5,17 +5,8 @@ As ``persd`` (methods/persd.py), but each kept refinement becomes the pair
 same refinement prompt the student meets at multi-step evaluation (``eval.refine_steps``).
 """
 
-from dataclasses import dataclass
-
-from codistill.methods.persd import PERsD, PERsDConfig
-
-
-@dataclass
-class PERsDRefineConfig(PERsDConfig):
-    name: str = "persd_refine"
+from codistill.methods.persd import PERsD
 
 
 class PERsDRefine(PERsD):
-    name = "persd_refine"
-    Config = PERsDRefineConfig
     pair_kinds = ("persd_refine",)

@@ -9,22 +9,10 @@ student is fine-tuned on the kept (problem -> solution) pairs.  The only differe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from codistill.methods.base import RunContext
-from codistill.methods.ekt import EKT, EKTConfig
-
-
-@dataclass
-class StanDConfig(EKTConfig):
-    """``stand``: EKT's filter on the teacher's zero-shot solutions."""
-
-    name: str = "stand"
+from codistill.methods.ekt import EKT
 
 
 class StanD(EKT):
-    name = "stand"
-    Config = StanDConfig
-
     def teacher_shots(self, ctx: RunContext) -> int:
         return 0
