@@ -289,14 +289,12 @@ def _cache_path(ctx, problems: list[Problem]) -> Path:
 
 def _propose_and_run(ctx, problems: list[Problem]) -> dict:
     from codistill.config import SamplingConfig
-    from codistill.generation import generate
 
     cfg = ctx.cfg
-    backend, tok, ident = ctx.backend("teacher", desc="teacher: test inputs")
-    prompts = [proposal_prompt(p, tok, chat=cfg.teacher.chat, n_tests=cfg.dataset.max_tests) for p in problems]
     sampling = SamplingConfig(n=1, temperature=0.0, max_new_tokens=cfg.dataset.tests_max_new_tokens, stop=["```"])
-    comps, _ = generate(backend, prompts, sampling, seed=cfg.data_seed, model_id=ident, cache_root=ctx.cache_dir)
-    ctx.release("teacher")
+    comps = ctx.rollout("teacher", problems, sampling=sampling, desc="teacher: test inputs", judge=False,
+                        prompts=lambda tok: [proposal_prompt(p, tok, chat=cfg.teacher.chat, n_tests=cfg.dataset.max_tests)
+                                             for p in problems]).completions
     proposals = []
     for p, c in zip(problems, comps):
         lo, hi = arity(p.meta["reference"], p.meta["entry_point"])

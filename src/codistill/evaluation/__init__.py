@@ -25,9 +25,8 @@ import numpy as np
 
 from codistill.config import SamplingConfig
 from codistill.execution import pass_at_k
-from codistill.generation import generate
+from codistill.rollout import roll
 from codistill.tasks.base import Problem, Task
-from codistill.tasks.judge import judge_completions
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,6 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
     ev = cfg.eval
     chat = cfg.student.chat
     prompts = [task.render(p, tokenizer, chat=chat, shots=0) for p in problems]
-    texts = [p.text for p in prompts]
     if backend is None:
         backend = HFBackend(model, tokenizer, batch_size=cfg.generation.batch_size,
                             static_cache=cfg.generation.static_cache, desc="eval")
@@ -85,9 +83,9 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], cfg, *, run_
         runs.append(("sampled", SamplingConfig(n=ev.n_samples, temperature=ev.temperature, top_p=ev.top_p,
                                                max_new_tokens=ev.max_new_tokens, stop=list(task.stop))))
     for kind, sampling in runs:
-        comps, stats = generate(backend, texts, sampling, seed=cfg.seed, model_id=model_id, cache_root=cache_root)
-        judged = judge_completions(task, problems, prompts, comps, timeout_s=cfg.task.timeout_s,
-                                   memory_mb=cfg.task.memory_mb)
+        drawn = roll(backend, prompts, sampling, seed=cfg.seed, model_id=model_id, cache_root=cache_root, task=task,
+                     problems=problems, timeout_s=cfg.task.timeout_s, memory_mb=cfg.task.memory_mb)
+        judged, stats = drawn.judged, drawn.stats
         metrics.update(pass_metrics(judged, kind, sampling.n, ev, prefix="eval/"))
         if getattr(task, "plus_tests", False):  # EvalPlus: the same samples on base + plus tests
             from codistill.evaluation.plus import plus_view

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from codistill.generation import generate_each
+from codistill.rollout import roll
 from codistill.tasks.base import Problem, Task
 from codistill.tasks.feedback import collect_feedback
-from codistill.tasks.judge import Judged, judge_completions
+from codistill.tasks.judge import Judged
 
 
 @dataclasses.dataclass
@@ -47,10 +47,9 @@ def refine_steps(backend, tokenizer, task: Task, problems: list[Problem], judged
         if todo:
             prompts = [task.render_refine(problems[i], current[i][k].program, fb, tokenizer, chat=chat)
                        for (i, k), fb in todo]
-            comps, _ = generate_each(backend, [p.text for p in prompts], one, seed=seed + step, model_id=model_id,
-                                     cache_root=cache_root)
-            new = judge_completions(task, [problems[i] for (i, _), _ in todo], prompts, [[c] for c in comps],
-                                    timeout_s=timeout_s, memory_mb=memory_mb)
+            new = roll(backend, prompts, one, seed=seed + step, model_id=model_id, cache_root=cache_root, each=True,
+                       task=task, problems=[problems[i] for (i, _), _ in todo], timeout_s=timeout_s,
+                       memory_mb=memory_mb).judged
             for ((i, k), _), js in zip(todo, new):
                 nxt[i][k] = js[0]
         out.append(RefineStep(judged=nxt, refined=[ik for ik, _ in todo], feedback=dict(todo)))

@@ -8,7 +8,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from codistill.tasks.base import Problem, Task
 
@@ -93,6 +93,32 @@ class RunContext:
             self._models[key] = (build_backend(gcfg, mcfg, cache_dir=self.cache_dir, desc=desc or role),
                                  self.tokenizer(role), backend_identity(gcfg, mcfg, ident))
         return self._models[key]
+
+    def sampling(self, **changes):
+        """The run's ``sampling`` section, its stop strings defaulting to the task's."""
+        import dataclasses
+
+        s = self.cfg.sampling
+        return dataclasses.replace(s, **{"stop": list(s.stop or self.task.stop), **changes})
+
+    def rollout(self, role: str, problems: list[Problem], *, prompts: Callable | None = None, shots: int = 0,
+                sampling=None, seed: int | None = None, desc: str | None = None, judge: bool = True,
+                source: tuple | None = None):
+        """Sample ``role`` on ``problems`` and judge the samples (:func:`codistill.rollout.roll`):
+        the prompts are the task's (``shots`` exemplars, the role's chat setting) unless
+        ``prompts(tokenizer)`` makes them; ``sampling`` defaults to :meth:`sampling`, ``seed`` to
+        the data seed; the role's memory is released before the sandbox runs.  ``source``: a
+        (backend, tokenizer, cache identity) to sample instead of the role's own (a model trained
+        in this run).  Returns a :class:`codistill.rollout.Rollout`."""
+        from codistill.rollout import roll
+
+        backend, tok, ident = source or self.backend(role, desc=desc)
+        chat = getattr(self.cfg, role).chat
+        rendered = prompts(tok) if prompts else [self.task.render(p, tok, chat=chat, shots=shots) for p in problems]
+        return roll(backend, rendered, sampling or self.sampling(), seed=self.cfg.data_seed if seed is None else seed,
+                    model_id=ident, cache_root=self.cache_dir, task=self.task if judge else None, problems=problems,
+                    timeout_s=self.cfg.task.timeout_s, memory_mb=self.cfg.task.memory_mb,
+                    release=lambda: self.release(role), tokenizer=tok)
 
     def release(self, role: str) -> None:
         """Free a role's models (a teacher is not needed once its samples are drawn)."""

@@ -9,16 +9,14 @@ passing program (after normalisation).  The student is fine-tuned on the kept
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Optional
 
 from codistill.config import MethodConfig
-from codistill.generation import generate
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
 from codistill.methods.filtering import check_keep, filter_metrics, generation_rows, kept_examples, pairs_of, select_kept
-from codistill.tasks.judge import Judged, judge_completions
+from codistill.tasks.judge import Judged
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +43,9 @@ class EKT(Method):
         return ctx.cfg.task.num_shots
 
     def build(self, ctx: RunContext) -> MethodResult:
-        cfg, m = ctx.cfg, self.cfg
-        backend, t_tok, t_id = ctx.backend("teacher")
-        prompts = [ctx.task.render(p, t_tok, chat=cfg.teacher.chat, shots=self.teacher_shots(ctx)) for p in ctx.train]
-        sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
-        comps, gstats = generate(backend, [p.text for p in prompts], sampling, seed=cfg.data_seed,
-                                 model_id=t_id, cache_root=ctx.cache_dir)
-        ctx.release("teacher")
-        judged = judge_completions(ctx.task, ctx.train, prompts, comps, timeout_s=cfg.task.timeout_s,
-                                   memory_mb=cfg.task.memory_mb)
+        m = self.cfg
+        drawn = ctx.rollout("teacher", ctx.train, shots=self.teacher_shots(ctx))
+        judged, gstats = drawn.judged, drawn.stats
 
         train_set = kept_examples(ctx, ctx.train, judged, keep=m.keep, max_per_problem=m.max_per_problem,
                                   source="teacher", select=self.select)

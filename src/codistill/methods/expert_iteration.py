@@ -24,19 +24,17 @@ are logged per round.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Optional
 
 from codistill.config import MethodConfig
-from codistill.generation import generate
 from codistill.generation.cache import digest
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
 from codistill.methods.filtering import check_keep, filter_metrics, generation_rows, kept_examples, pairs_of
 from codistill.plugins import check
 from codistill.tasks.base import Problem
-from codistill.tasks.judge import Judged, judge_completions
+from codistill.tasks.judge import Judged
 
 log = logging.getLogger(__name__)
 
@@ -125,29 +123,22 @@ class ExpertIteration(Method):
         """``sampling.n`` judged samples per problem, from the base student (``student`` None,
         few-shot, cached) or a fine-tuned one (zero-shot, not cached: it has no identity)."""
         cfg = ctx.cfg
-        if student is None:
-            backend, tok, ident = ctx.backend("student", desc=f"round {r}")
-            shots = self.base_shots(ctx)
-        else:
+        source, shots = None, self.base_shots(ctx)
+        if student is not None:
             from codistill.generation.hf import HFBackend
 
-            # an in-memory fine-tuned student can only be sampled through transformers
+            # an in-memory fine-tuned student can only be sampled through transformers, zero-shot
             student.eval()
-            tok, ident, shots = ctx.tokenizer("student"), None, 0
-            backend = HFBackend(student, tok, batch_size=cfg.generation.batch_size, desc=f"round {r}")
-        prompts = [ctx.task.render(p, tok, chat=cfg.student.chat, shots=shots) for p in problems]
-        sampling = dataclasses.replace(cfg.sampling, stop=list(cfg.sampling.stop or ctx.task.stop))
+            tok = ctx.tokenizer("student")
+            source, shots = (HFBackend(student, tok, batch_size=cfg.generation.batch_size, desc=f"round {r}"), tok, None), 0
         # the base student is a fixed source of data, as the teacher is: its samples take the data
         # seed (``teacher_seed``, else ``seed``); a fine-tuned student's take the run's seed.  Either
         # way each round draws with its own seed: a round after one that kept nothing samples the
         # same base student on the same prompts again, and must not get that round's samples back
         seed = round_seed(cfg.data_seed if student is None else cfg.seed, r)
-        comps, stats = generate(backend, [p.text for p in prompts], sampling, seed=seed,
-                                model_id=ident, cache_root=ctx.cache_dir)
-        ctx.release("student")  # the inference copy of the base student is not needed for training
-        judged = judge_completions(ctx.task, problems, prompts, comps, timeout_s=cfg.task.timeout_s,
-                                   memory_mb=cfg.task.memory_mb)
-        return judged, {**stats, "seed": seed}
+        # (the inference copy of the base student is released: it is not the one trained)
+        drawn = ctx.rollout("student", problems, shots=shots, seed=seed, desc=f"round {r}", source=source)
+        return drawn.judged, {**drawn.stats, "seed": seed}
 
     def train_round(self, ctx: RunContext, student, examples: list[dict], r: int):
         """Fine-tune on ``examples``: a fresh base student (``from_base``, or nothing trained

@@ -23,20 +23,17 @@ Problems the student solves on its own are not sent to the teacher and give no t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Optional
 
 from codistill.config import MethodConfig, SamplingConfig
-from codistill.generation import generate
 from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
 from codistill.methods.ekt import select_kept
 from codistill.methods.filtering import check_keep
 from codistill.plugins import check
 from codistill.tasks.base import REFINE_GUIDANCE
 from codistill.tasks.feedback import collect_feedback
-from codistill.tasks.judge import judge_completions
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +74,11 @@ class PERsD(Method):
         run_opts = dict(timeout_s=cfg.task.timeout_s, memory_mb=cfg.task.memory_mb)
 
         # 1-2. the student's own attempt, judged on the hidden tests, with feedback when it fails
-        s_backend, s_tok, s_id = ctx.backend("student", desc="student attempts")
-        s_prompts = [task.render(p, s_tok, chat=cfg.student.chat, shots=0) for p in ctx.train]
         attempt_sampling = SamplingConfig(n=1, temperature=m.attempt_temperature, top_p=cfg.sampling.top_p,
                                           max_new_tokens=cfg.sampling.max_new_tokens, stop=stop)
-        comps, s_stats = generate(s_backend, [p.text for p in s_prompts], attempt_sampling, seed=cfg.data_seed,
-                                  model_id=s_id, cache_root=ctx.cache_dir)
-        ctx.release("student")
-        attempts = [js[0] for js in judge_completions(task, ctx.train, s_prompts, comps, **run_opts)]
+        drawn = ctx.rollout("student", ctx.train, sampling=attempt_sampling, desc="student attempts")
+        s_tok, s_stats = drawn.tokenizer, drawn.stats
+        attempts = [js[0] for js in drawn.judged]
         failed = [i for i, a in enumerate(attempts) if not a.passed]
         feedback = dict(zip(failed, collect_feedback(
             task, [ctx.train[i] for i in failed], [attempts[i].program for i in failed], visible=False,
@@ -96,16 +90,12 @@ class PERsD(Method):
         t_prompts: dict[int, object] = {}
         t_stats = {"tokens_per_s": 0.0, "cached_prompts": 0}
         if failed:
-            t_backend, t_tok, t_id = ctx.backend("teacher", desc="teacher refinements")
-            t_prompts = {i: task.render_refine(ctx.train[i], attempts[i].program, feedback[i], t_tok,
-                                               chat=cfg.teacher.chat, guidance=REFINE_GUIDANCE) for i in failed}
-            sampling = dataclasses.replace(cfg.sampling, stop=stop)
-            comps, t_stats = generate(t_backend, [t_prompts[i].text for i in failed], sampling, seed=cfg.data_seed,
-                                      model_id=t_id, cache_root=ctx.cache_dir)
-            ctx.release("teacher")
-            judged = judge_completions(task, [ctx.train[i] for i in failed], [t_prompts[i] for i in failed],
-                                       comps, **run_opts)
-            refined = dict(zip(failed, judged))
+            drawn = ctx.rollout("teacher", [ctx.train[i] for i in failed], desc="teacher refinements",
+                                prompts=lambda t_tok: [task.render_refine(ctx.train[i], attempts[i].program, feedback[i],
+                                                                          t_tok, chat=cfg.teacher.chat,
+                                                                          guidance=REFINE_GUIDANCE) for i in failed])
+            t_prompts, t_stats = dict(zip(failed, drawn.prompts)), drawn.stats
+            refined = dict(zip(failed, drawn.judged))
 
         # 4. passing refinements (that compute their answer) -> training pairs
         constant = {(i, idx) for i, js in refined.items() for idx, j in enumerate(js)
