@@ -47,7 +47,7 @@ def load(name: str):
     from codistill.config import ModelConfig
     from codistill.models import default_cache_dir, load_model, load_tokenizer
 
-    conf = Path(__file__).resolve().parents[1] / "src" / "codistill" / "conf" / "student" / f"{name}.yaml"
+    conf = Path(__file__).resolve().parents[1] / "src" / "codistill" / "conf" / "model" / f"{name}.yaml"
     raw = OmegaConf.load(conf)
     raw.pop("defaults", None)
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), raw))
@@ -126,7 +126,7 @@ def vllm_run(cfg, cache, prompts, sampling, seed: int) -> tuple[int, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--model", default="smollm2-135m-instruct",
-                    help="a conf/student/<name>.yaml, or random:<benchmarks/configs/NAME.json>")
+                    help="a conf/model/<name>.yaml, or random:<benchmarks/configs/NAME.json>")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch", default="16",

@@ -202,7 +202,7 @@ def test_wheel_ships_configs_and_runs_outside_the_repo(tmp_path):
 
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("codistill/conf/config.yaml", "codistill/conf/experiment/smoke.yaml",
-              "codistill/conf/method/ekt.yaml", "codistill/conf/teacher/qwen2.5-coder-0.5b-instruct.yaml",
+              "codistill/conf/method/ekt.yaml", "codistill/conf/model/qwen2.5-coder-0.5b-instruct.yaml",
               "codistill/tasks/prompts/gsm_pal.yaml", "codistill/assets/tiny_tokenizer/tokenizer.json"):
         assert f in names, f
     target = tmp_path / "site"

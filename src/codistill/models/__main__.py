@@ -3,7 +3,7 @@
     python -m codistill.models qwen2.5-coder-0.5b-instruct smollm2-135m-instruct
     python -m codistill.models --bench --dtypes bfloat16 float32 smollm2-135m-instruct
 
-Each name is a file of ``conf/student/``.  Packaged models are joined, verified and converted
+Each name is a file of ``conf/model/``.  Packaged models are joined, verified and converted
 into the cache (``--cache-dir``, default ``$CODISTILL_CACHE`` or ``~/.cache/codistill``) if not
 done yet; ``--bench`` then times a greedy chat generation per dtype.
 """
@@ -28,7 +28,7 @@ def _compose(name: str):
     GlobalHydra.instance().clear()
     conf_dir = str(resources.files("codistill") / "conf")
     with initialize_config_dir(conf_dir, version_base="1.3"):
-        node = compose(config_name=None, overrides=[f"+student={name}"]).student
+        node = compose(config_name=None, overrides=[f"+model@student={name}"]).student
     cfg = OmegaConf.to_object(node)
     cfg.check("student")
     return cfg
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m codistill.models", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("names", nargs="+", help="model config names (files of conf/student/)")
+    ap.add_argument("names", nargs="+", help="model config names (files of conf/model/)")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--bench", action="store_true", help="time greedy generation after preparing")
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
