@@ -223,7 +223,7 @@ def test_kd_training_set_is_the_teacher_samples_filtered_or_not(compose, tmp_pat
         expected = [(g["problem_id"], g["program"]) for g in gens]
     assert [(r["problem_id"], r["program"]) for r in rows] == expected
     assert [x["completion"] for x in result.pairs] == [r["completion"] for r in rows]
-    spec = result.kd
+    spec = result.plan.objective
     assert spec.vocab_size == 1536 and spec.teacher is not None and spec.topk_dir is None  # online (default)
     assert (spec.loss, spec.alpha) == (rc.method.loss, rc.method.alpha)
 

@@ -5,7 +5,7 @@ that makes stray output directories and W&B runs.  So :func:`start`, called by
 ``codistill.run.run`` once the config is valid, does it instead:
 
 - not inside a rank yet: it writes the composed (resolved) config to a private scratch
-  directory, starts ranks ``1 .. n-1`` of this node as ``python -m codistill.distributed``
+  directory, starts ranks ``1 .. n-1`` of this node as ``python -m codistill.worker``
   subprocesses with ``MASTER_ADDR/MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, NODE_RANK``
   set, and becomes rank 0 (or local rank 0 of ``NODE_RANK``) itself;
 - started by a cluster (SLURM ``srun`` with several tasks, ``torchrun``): the ranks come
@@ -220,7 +220,7 @@ def start(trainer_cfg, cfg, run_dir: Path) -> Ranks:
         r = node_rank * per_node + local
         wenv = dict(os.environ, RANK=str(r), LOCAL_RANK=str(local))
         out = open(scratch / f"rank{r}.log", "w")
-        p = subprocess.Popen([sys.executable, "-m", "codistill.distributed", str(scratch / "config.yaml"),
+        p = subprocess.Popen([sys.executable, "-m", "codistill.worker", str(scratch / "config.yaml"),
                               str(run_dir)], env=wenv, stdout=out, stderr=subprocess.STDOUT)
         me.workers.append((r, p))
     _current = me
@@ -323,23 +323,3 @@ def generate_sharded(backend, todo: list[str], sampling, seed: int, on_batch=Non
         for i, c in zip(range(r, len(todo), _current.world), comps):
             out[i] = c
     return out, sum(t for _, t in parts)
-
-
-# --------------------------------------------------------------------------- worker entry
-def _worker_main(config_path: str, run_dir: str) -> int:
-    logging.basicConfig(level=logging.INFO, format=f"[rank {os.environ.get('RANK')}] %(name)s: %(message)s")
-    from omegaconf import OmegaConf
-
-    from codistill.run import run
-
-    cfg = OmegaConf.load(config_path)
-    try:
-        run(cfg, Path(run_dir))
-    except Exception:
-        log.exception("rank %s failed", os.environ.get("RANK"))
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker_main(sys.argv[1], sys.argv[2]))

@@ -162,7 +162,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from codistill.tasks import build_task
         from codistill.sweep import wandb_group
         from codistill.tracking import log_eval_table, log_metrics, log_train_set, make_loggers
-        from codistill.training import train_student
+        from codistill.training import train as train_plan
 
         pl.seed_everything(rc.seed, workers=True, verbose=False)
         distributed.prepare_models(rc)  # ranks > 1: rank 0 converts packaged models first
@@ -212,9 +212,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if result.pairs:
             log.info("stage: training the student on %d examples", len(result.pairs))
             faults.hit("stage", "train")
-            model, tok, _ = ctx.load("student", for_training=True) if result.student is None else \
-                (result.student, ctx.tokenizer("student"), None)
-            metrics.update(train_student(model, tok, result.pairs, rc, shared_dir, loggers, kd=result.kd))
+            model, tok, trained = train_plan(result.plan, ctx, shared_dir, loggers)
+            metrics.update(trained)
             from codistill.training import merge_lora
 
             model = merge_lora(model)  # LoRA: adapters merged, saved and evaluated as plain weights

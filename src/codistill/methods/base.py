@@ -16,16 +16,31 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class MethodResult:
-    """``pairs`` are (prompt, completion) training examples; None means "do not train".
-    ``kd`` (a :class:`codistill.training.kd.KDSpec`) trains with a distillation loss instead
-    of plain SFT; ``student``: a model to train on them instead of the base student
-    (expert_iteration's last round, continuing from the round before)."""
+class TrainingPlan:
+    """What the student is trained on, and how: ``examples`` are (prompt, completion) pairs;
+    ``objective`` is None for SFT (cross-entropy), a :class:`codistill.training.kd.KDSpec` for
+    token-level distillation, an :class:`codistill.training.on_policy.OnPolicySpec` for
+    on-policy distillation; ``init`` a model to continue training (expert iteration's last
+    round), else the base student.  :func:`codistill.training.train` trains it, for the run's
+    training stage and for expert iteration's rounds alike."""
 
-    pairs: list[dict] | None
+    examples: list[dict]
+    objective: Any = None
+    init: Any = None
+
+
+@dataclass
+class MethodResult:
+    """What a method built: the training ``plan`` (None: do not train, e.g. ``method=none``)
+    and the data figures for metrics.json."""
+
+    plan: TrainingPlan | None
     metrics: dict = field(default_factory=dict)
-    kd: Any = None
-    student: Any = None
+
+    @property
+    def pairs(self) -> list[dict] | None:
+        """The plan's examples (None when nothing is to be trained)."""
+        return None if self.plan is None else self.plan.examples
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from codistill.config import MethodConfig
-from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
+from codistill.methods.base import Method, MethodResult, RunContext, TrainingPlan, write_jsonl
 from codistill.methods.filtering import check_keep, filter_metrics, generation_rows, kept_examples, pairs_of, select_kept
 from codistill.tasks.judge import Judged
 
@@ -59,7 +59,7 @@ class EKT(Method):
         }
         log.info("%s: %d/%d problems solved by the teacher, %d of %d samples kept", self.name,
                  metrics["data/problems_solved"], len(ctx.train), len(pairs), metrics["data/n_samples"])
-        return MethodResult(pairs=pairs, metrics=metrics)
+        return MethodResult(TrainingPlan(pairs), metrics)
 
 
 __all__ = ["EKT", "select_kept"]  # select_kept lives in methods.filtering (shared with stand, expert_iteration)

@@ -30,7 +30,7 @@ from typing import Optional
 
 from codistill.config import MethodConfig
 from codistill.generation.cache import digest
-from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
+from codistill.methods.base import Method, MethodResult, RunContext, TrainingPlan, write_jsonl
 from codistill.methods.filtering import check_keep, filter_metrics, generation_rows, kept_examples, pairs_of
 from codistill.plugins import check
 from codistill.tasks.base import Problem
@@ -113,8 +113,7 @@ class ExpertIteration(Method):
         metrics.update({"data/rounds_run": r, "data/n_problems": len(ctx.train), **totals,
                         "data/n_kept": len(examples), "data/problems_solved": len(solved),
                         "data/solve_rate": len(solved) / max(len(ctx.train), 1)})
-        return MethodResult(pairs=pairs_of(examples), metrics=metrics,
-                            student=None if m.from_base else student)
+        return MethodResult(TrainingPlan(pairs_of(examples), init=None if m.from_base else student), metrics)
 
     def base_shots(self, ctx: RunContext) -> int:
         return ctx.cfg.task.num_shots if self.cfg.base_shots is None else self.cfg.base_shots
@@ -143,13 +142,11 @@ class ExpertIteration(Method):
     def train_round(self, ctx: RunContext, student, examples: list[dict], r: int):
         """Fine-tune on ``examples``: a fresh base student (``from_base``, or nothing trained
         yet) or ``student`` itself.  Returns the trained student and the training figures."""
-        from codistill.training import train_student
+        from codistill.training import train
 
-        if student is None or self.cfg.from_base:
-            student, _, _ = ctx.load("student", for_training=True)
-            ctx.release("student")  # ours to train: run.py loads its own base student
         log.info("expert iteration round %d: training the student on %d examples (%s)", r, len(examples),
                  "from the base student" if self.cfg.from_base else "continuing")
-        stats = train_student(student, ctx.tokenizer("student"), pairs_of(examples), ctx.cfg,
-                              ctx.run_dir / "rounds" / str(r), [])
+        init = None if student is None or self.cfg.from_base else student
+        student, _, stats = train(TrainingPlan(pairs_of(examples), init=init), ctx, ctx.run_dir / "rounds" / str(r), [])
+        ctx.release("student")  # ours: the next round (or the run's training stage) loads a fresh base student
         return student, stats

@@ -97,7 +97,7 @@ class KD(EKT):
             spec.topk_dir, stats = self._precompute(ctx, teacher, result.pairs, teacher_items, spec)
             result.metrics.update(stats)
             ctx.release("teacher")
-        result.kd = spec
+        result.plan.objective = spec  # train on the same examples with the distillation loss
         return result
 
     def _cross(self, ctx: RunContext, spec, result: MethodResult) -> list[dict]:

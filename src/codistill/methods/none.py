@@ -5,4 +5,4 @@ from codistill.methods.base import Method, MethodResult, RunContext
 
 class NoTraining(Method):
     def build(self, ctx: RunContext) -> MethodResult:
-        return MethodResult(pairs=None, metrics={"data/n_kept": 0})
+        return MethodResult(None, {"data/n_kept": 0})

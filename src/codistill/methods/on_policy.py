@@ -91,7 +91,7 @@ class OnPolicy(KD):
         index = {r.text: i for i, r in reversed(list(enumerate(rendered)))}
         examples = [{**x, "problem": index[x["prompt"]]} for x in result.pairs]
         teacher, _, _ = ctx.load("teacher")
-        result.kd = OnPolicySpec(
+        result.plan.objective = OnPolicySpec(
             beta=m.beta, temperature=m.temperature, alpha=1.0, vocab_size=self.vocab_size, teacher=teacher,
             lmbda=m.lmbda, seq_kd=m.seq_kd, feedback=m.feedback, pass_weight=m.pass_weight,
             max_new_tokens=m.max_new_tokens or cfg.sampling.max_new_tokens,

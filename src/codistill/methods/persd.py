@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from codistill.config import MethodConfig, SamplingConfig
-from codistill.methods.base import Method, MethodResult, RunContext, write_jsonl
+from codistill.methods.base import Method, MethodResult, RunContext, TrainingPlan, write_jsonl
 from codistill.methods.ekt import select_kept
 from codistill.methods.filtering import check_keep
 from codistill.plugins import check
@@ -146,4 +146,4 @@ class PERsD(Method):
         log.info("%s: the student solved %d/%d problems; the teacher refined %d of the %d others; "
                  "%d/%d refinements pass; %d training examples", self.name, len(ctx.train) - len(failed),
                  len(ctx.train), solved, len(failed), n_passing, n_samples, len(pairs))
-        return MethodResult(pairs=pairs, metrics=metrics)
+        return MethodResult(TrainingPlan(pairs), metrics)

@@ -143,6 +143,16 @@ def memory_preflight(model, cfg, *, seq_len: int | None = None, extra_bytes: int
     return {"train/memory_estimate_gib": round(est.total / 2 ** 30, 3), "train/memory_estimate_seq_len": seq_len}
 
 
+def train(plan, ctx, run_dir: Path, loggers: list):
+    """Train the student on ``plan`` (a :class:`codistill.methods.base.TrainingPlan`): from
+    ``plan.init``, else the base student loaded for training; SFT, or the distillation
+    ``plan.objective``.  Returns (model, tokenizer, training figures).  The run's training stage
+    and expert iteration's rounds both train through here."""
+    model = plan.init if plan.init is not None else ctx.load("student", for_training=True)[0]
+    tok = ctx.tokenizer("student")
+    return model, tok, train_student(model, tok, plan.examples, ctx.cfg, run_dir, loggers, kd=plan.objective)
+
+
 def train_student(model, tokenizer, pairs: list[dict], cfg, run_dir: Path, loggers: list, *, kd=None,
                   extra_memory_bytes: int = 0, callbacks: list | None = None) -> dict:
     """Fine-tune ``model`` in place on ``pairs``; resumes from ``checkpoints/last.ckpt`` when it was
@@ -265,4 +275,4 @@ def merge_lora(model):
 
 
 __all__ = ["PairDataModule", "StudentLM", "block_classes", "build_trainer", "encode_example", "memory_preflight", "merge_lora",
-           "model_inputs", "pack_examples", "param_groups", "train_student", "warmup_linear"]
+           "model_inputs", "pack_examples", "param_groups", "train", "train_student", "warmup_linear"]
