@@ -66,9 +66,11 @@ class KD(EKT):
     def check(self, ctx: RunContext) -> None:
         from codistill.training.cross_tokenizer import resolve_mode
 
-        self.mode, self.vocab_size = resolve_mode(self.cfg.cross_tokenizer, ctx.tokenizer("teacher"),
-                                                  ctx.tokenizer("student"), teacher_name=ctx.cfg.teacher.name,
-                                                  student_name=ctx.cfg.student.name)
+        # on_policy has no cross_tokenizer: the teacher scores the student's own token ids, so only a
+        # shared vocabulary will do ("refuse": TokenizerMismatch naming both models otherwise)
+        mode = getattr(self.cfg, "cross_tokenizer", "refuse")
+        self.mode, self.vocab_size = resolve_mode(mode, ctx.tokenizer("teacher"), ctx.tokenizer("student"),
+                                                  teacher_name=ctx.cfg.teacher.name, student_name=ctx.cfg.student.name)
         if self.mode != "shared":
             log.info("KD across tokenizers (%s -> %s): method.cross_tokenizer=%s -> %s", ctx.cfg.teacher.name,
                      ctx.cfg.student.name, self.cfg.cross_tokenizer, self.mode)
