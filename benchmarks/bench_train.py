@@ -156,7 +156,8 @@ def run_codistill(factory, tok, pairs, args, precision, device):
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         rc = validate(compose("config", overrides=[
-            "model@student=tiny", "trainer=gpu" if device == "cuda" else "trainer=cpu", f"trainer.precision={precision}",
+            "model@student=tiny", "trainer=gpu" if device == "cuda" else "trainer=cpu",
+            f"trainer.precision={precision}",
             f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false",
             f"trainer.log_every_n_steps={max(args.steps, 1)}", "train.packing=true",
             f"train.batch_size={args.batch}", f"train.max_seq_len={args.seq}", "train.epochs=1000",

@@ -292,9 +292,11 @@ def _propose_and_run(ctx, problems: list[Problem]) -> dict:
 
     cfg = ctx.cfg
     sampling = SamplingConfig(n=1, temperature=0.0, max_new_tokens=cfg.dataset.tests_max_new_tokens, stop=["```"])
-    comps = ctx.rollout("teacher", problems, sampling=sampling, desc="teacher: test inputs", judge=False,
-                        prompts=lambda tok: [proposal_prompt(p, tok, chat=cfg.teacher.chat, n_tests=cfg.dataset.max_tests)
-                                             for p in problems]).completions
+    def prompts(tok) -> list[str]:
+        return [proposal_prompt(p, tok, chat=cfg.teacher.chat, n_tests=cfg.dataset.max_tests) for p in problems]
+
+    comps = ctx.rollout("teacher", problems, prompts=prompts, sampling=sampling, desc="teacher: test inputs",
+                        judge=False).completions
     proposals = []
     for p, c in zip(problems, comps):
         lo, hi = arity(p.meta["reference"], p.meta["entry_point"])

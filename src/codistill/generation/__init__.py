@@ -238,5 +238,6 @@ def build_backend(gcfg, mcfg, *, cache_dir: str | Path, model=None, tokenizer=No
                                                    desc=desc)
 
 
-__all__ = ["Backend", "GenerationCache", "backend_class", "backend_identity", "build_backend", "check_backend_name", "chain_seed", "digest", "generate",
+__all__ = ["Backend", "GenerationCache", "backend_class", "backend_identity", "build_backend", "check_backend_name",
+           "chain_seed", "digest", "generate",
            "generate_each", "hf_numerics", "sampling_key", "served_model_name"]

@@ -144,7 +144,8 @@ class HFBackend:
     in_process = True  # samples the model loaded in this process (RunContext.load)
 
     @classmethod
-    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None, desc: str = "generate") -> "HFBackend":
+    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None,
+                    desc: str = "generate") -> "HFBackend":
         if model is None or tokenizer is None:
             raise ValueError("generation=hf needs the loaded model and tokenizer")
         return cls(model, tokenizer, batch_size=gcfg.batch_size, static_cache=gcfg.static_cache, desc=desc)

@@ -97,7 +97,8 @@ class OpenAIBackend:
     in_process = False  # the weights are the server's
 
     @classmethod
-    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None, desc: str = "generate") -> "OpenAIBackend":
+    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None,
+                    desc: str = "generate") -> "OpenAIBackend":
         from codistill.generation import served_model_name
 
         return cls(gcfg.openai, served_model_name(gcfg, mcfg), desc=desc)

@@ -56,7 +56,8 @@ class VLLMBackend:
     in_process = False  # loads the role's checkpoint itself
 
     @classmethod
-    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None, desc: str = "generate") -> "VLLMBackend":
+    def from_config(cls, gcfg, mcfg, *, cache_dir, model=None, tokenizer=None,
+                    desc: str = "generate") -> "VLLMBackend":
         from codistill.models import resolve_checkpoint
 
         if mcfg.source == "tiny":

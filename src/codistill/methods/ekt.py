@@ -15,7 +15,8 @@ from typing import Optional
 
 from codistill.config import MethodConfig
 from codistill.methods.base import Method, MethodResult, RunContext, TrainingPlan, write_jsonl
-from codistill.methods.filtering import check_keep, filter_metrics, generation_rows, kept_examples, pairs_of, select_kept
+from codistill.methods.filtering import (check_keep, filter_metrics, generation_rows, kept_examples, pairs_of,
+                                         select_kept)
 from codistill.tasks.judge import Judged
 
 log = logging.getLogger(__name__)

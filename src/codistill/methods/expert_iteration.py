@@ -129,7 +129,8 @@ class ExpertIteration(Method):
             # an in-memory fine-tuned student can only be sampled through transformers, zero-shot
             student.eval()
             tok = ctx.tokenizer("student")
-            source, shots = (HFBackend(student, tok, batch_size=cfg.generation.batch_size, desc=f"round {r}"), tok, None), 0
+            backend = HFBackend(student, tok, batch_size=cfg.generation.batch_size, desc=f"round {r}")
+            source, shots = (backend, tok, None), 0
         # the base student is a fixed source of data, as the teacher is: its samples take the data
         # seed (``teacher_seed``, else ``seed``); a fine-tuned student's take the run's seed.  Either
         # way each round draws with its own seed: a round after one that kept nothing samples the

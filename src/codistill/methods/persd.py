@@ -90,10 +90,12 @@ class PERsD(Method):
         t_prompts: dict[int, object] = {}
         t_stats = {"tokens_per_s": 0.0, "cached_prompts": 0}
         if failed:
-            drawn = ctx.rollout("teacher", [ctx.train[i] for i in failed], desc="teacher refinements",
-                                prompts=lambda t_tok: [task.render_refine(ctx.train[i], attempts[i].program, feedback[i],
-                                                                          t_tok, chat=cfg.teacher.chat,
-                                                                          guidance=REFINE_GUIDANCE) for i in failed])
+            def refine_prompts(t_tok) -> list:  # the task, the student's attempt and its feedback
+                return [task.render_refine(ctx.train[i], attempts[i].program, feedback[i], t_tok, chat=cfg.teacher.chat,
+                                           guidance=REFINE_GUIDANCE) for i in failed]
+
+            drawn = ctx.rollout("teacher", [ctx.train[i] for i in failed], prompts=refine_prompts,
+                                desc="teacher refinements")
             t_prompts, t_stats = dict(zip(failed, drawn.prompts)), drawn.stats
             refined = dict(zip(failed, drawn.judged))
 

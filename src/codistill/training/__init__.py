@@ -274,5 +274,5 @@ def merge_lora(model):
     return model
 
 
-__all__ = ["PairDataModule", "StudentLM", "block_classes", "build_trainer", "encode_example", "memory_preflight", "merge_lora",
-           "model_inputs", "pack_examples", "param_groups", "train", "train_student", "warmup_linear"]
+__all__ = ["PairDataModule", "StudentLM", "block_classes", "build_trainer", "encode_example", "memory_preflight",
+           "merge_lora", "model_inputs", "pack_examples", "param_groups", "train", "train_student", "warmup_linear"]
