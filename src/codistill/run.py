@@ -3,10 +3,12 @@
     codistill experiment=demo
     codistill -m experiment=smoke seed=0,1
 
-Stages: validate config -> load problems -> the method builds a training set (teacher or
-student sampling, sandboxed filtering) -> Lightning trains the student -> pass@k
-evaluation -> metrics.json + W&B.  Heavy libraries are imported only after the config
-has been validated, so a bad value fails in about a second.
+:func:`run` validates the config, starts the other ranks (if any), then runs :data:`STAGES`
+in order -- prepare (problems, through the dataset's hooks; loggers; checks) -> evaluate the
+base student -> the method builds its training plan -> train the student on it -> pass@k
+evaluation -- over one :class:`codistill.recorder.Recorder` that owns metrics.json, the
+loggers and the rank broadcast.  Heavy libraries are imported only after the config has been
+validated, so a bad value fails in about a second.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import logging
 import os
 import sys
 import time
-import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -26,17 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from codistill import faults, interrupt
 from codistill.config import ConfigError, register_configs, validate
+from codistill.recorder import Recorder, write_metrics
 from codistill.redact import redact
 from codistill.sweep import config_digest, failure_metrics, finished, hydra_sweep_dir, read_metrics
 
 log = logging.getLogger("codistill")
 register_configs()
-
-
-def write_metrics(run_dir: Path, metrics: dict) -> None:
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, default=str, sort_keys=True))
-    tmp.replace(run_dir / "metrics.json")
 
 
 def compute_threads(local_world: int) -> int:
@@ -130,8 +128,29 @@ def results_table(metrics: dict) -> str:
     return "\n".join(f"  {a:<{w}}  {b}" for a, b in rows)
 
 
+@dataclass
+class Job:
+    """What one run's stages hand each other: the validated config, the run's context (models,
+    problems), the recorder, and what the stages made (the method, its result, the student)."""
+
+    rc: Any
+    cfg: DictConfig
+    dist: Any
+    rec: Recorder
+    shared_dir: Path  # the run directory every rank trains in (checkpoints)
+    run_dir: Path  # this rank's artifacts: the run directory on rank 0, a scratch directory elsewhere
+    ctx: Any = None
+    task: Any = None
+    eval_task: Any = None
+    method: Any = None
+    result: Any = None
+    model: Any = None
+    tok: Any = None
+    student_id: Any = None
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run every stage; always leaves a metrics.json with status ok or failed."""
+    """Run every stage (:data:`STAGES`); always leaves a metrics.json with status ok or failed."""
     t0 = time.perf_counter()
     rc = validate(cfg)  # raises ConfigError naming the key; nothing loaded yet
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,143 +165,160 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # other than 0 write their artifacts to a scratch dir, only training shares the run dir
     dist = distributed.start(rc.trainer, cfg, run_dir)
     shared_dir, run_dir = run_dir, dist.artifact_dir(run_dir)
-    metrics: dict = {"status": "running", "method": rc.method.name, "teacher": rc.teacher.name,
-                     "student": rc.student.name, "dataset": rc.dataset.name, "seed": rc.seed,
-                     "experiment": rc.experiment_name, "run_dir": str(run_dir), "config/digest": config_digest(cfg)}
-    write_metrics(run_dir, metrics)
-    loggers: list = []
+    rec = Recorder(run_dir, {"status": "running", "method": rc.method.name, "teacher": rc.teacher.name,
+                             "student": rc.student.name, "dataset": rc.dataset.name, "seed": rc.seed,
+                             "experiment": rc.experiment_name, "run_dir": str(run_dir),
+                             "config/digest": config_digest(cfg)}, dist, t0=t0)
+    job = Job(rc=rc, cfg=cfg, dist=dist, rec=rec, shared_dir=shared_dir, run_dir=run_dir)
     try:
-        import pytorch_lightning as pl
-        import torch
-
-        from codistill.datasets import build_dataset
-        from codistill.evaluation import evaluate
-        from codistill.execution import isolation_info
-        from codistill.methods import RunContext, build_method
-        from codistill.tasks import build_task
-        from codistill.sweep import wandb_group
-        from codistill.tracking import log_eval_table, log_metrics, log_train_set, make_loggers
-        from codistill.training import train as train_plan
-
-        pl.seed_everything(rc.seed, workers=True, verbose=False)
-        distributed.prepare_models(rc)  # ranks > 1: rank 0 converts packaged models first
-        torch.set_num_threads(compute_threads(dist.local_world))
-        metrics["execution/isolation"] = isolation_info().get("level")
-        task = build_task(rc.dataset.task, rc.task)
-        dataset = build_dataset(rc.dataset)
-        train, test = dataset.load()
-        loggers = make_loggers(rc, run_dir, OmegaConf.to_container(cfg, resolve=True),
-                               name=job_name(cfg), group=wandb_group(rc.experiment_name)) if dist.is_zero else []
-        ctx = RunContext(cfg=rc, run_dir=run_dir, task=task, train=train, test=test,
-                         cache_dir=os.path.expanduser(rc.cache_dir))
-        metrics.update(dataset.prepare(ctx))  # e.g. code_alpaca: the teacher helps make the tests
-        train, test = ctx.train, ctx.test
-        eval_task, eval_data = task, dataset
-        if rc.eval_dataset is not None:  # e.g. train on code_alpaca, evaluate on HumanEval's test split
-            eval_task, eval_data = build_task(rc.eval_dataset.task, rc.task), build_dataset(rc.eval_dataset)
-            _, test = eval_data.load()
-            metrics["eval_dataset"] = rc.eval_dataset.name
-        if rc.eval.max_problems is not None:
-            test = test[:rc.eval.max_problems]
-        ctx.test = test
-        metrics.update({"data/n_train_problems": len(train), "data/n_test_problems": len(test)})
-        metrics.update(rc.seed_metrics())  # seed/teacher, seed/teacher_mode: what the seeds vary
-        from codistill.datasets.contamination import check as check_contamination
-
-        check_contamination(rc.decontamination, train, test, run_dir, metrics)  # fails on train/test overlap
-        # what split is evaluated (e.g. HumanEval's, when it is not the standard 164 problems)
-        metrics.update(eval_data.describe(train if rc.eval_dataset is None else None, test))
-        method = build_method(rc)
-        method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
-
-        if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":
-            model, tok, sid = ctx.load("student")
-            base = evaluate(model, tok, eval_task, test, rc, run_dir=run_dir, model_id=sid, cache_root=ctx.cache_dir,
-                            samples_file="eval_base_samples.jsonl")
-            metrics.update({k.replace("eval/", "eval_base/"): v for k, v in base.items()})
-            ctx.release("student")
-
-        log.info("stage: %s builds the training set", method.name)
-        result = method.build(ctx)
-        result = distributed.broadcast_object(result)  # every rank trains on rank 0's data
-        metrics.update(result.metrics)
-        log_metrics(loggers, result.metrics)
-        log_train_set(loggers, run_dir / "train_set.jsonl")
-
-        if result.pairs:
-            log.info("stage: training the student on %d examples", len(result.pairs))
-            faults.hit("stage", "train")
-            model, tok, trained = train_plan(result.plan, ctx, shared_dir, loggers)
-            metrics.update(trained)
-            from codistill.training import merge_lora
-
-            model = merge_lora(model)  # LoRA: adapters merged, saved and evaluated as plain weights
-            if rc.train.save_student and dist.is_zero:
-                model.save_pretrained(run_dir / "student", safe_serialization=True)
-                tok.save_pretrained(run_dir / "student")
-            model.eval()
-            student_id = None  # a trained student has no cache identity
-        else:
-            if result.pairs is not None:
-                log.warning("the method kept no training examples: the student is evaluated untrained")
-                metrics["train/skipped"] = "no training examples"
-            model, tok, student_id = ctx.load("student")
-
-        if rc.eval.enabled:
-            log.info("stage: evaluating the student on %d problems", len(test))
-            faults.hit("stage", "eval")
-            from codistill.models import resolve_dtype
-
-            model.to(resolve_dtype(rc.student.dtype))
-            eval_backend = student_backend.build(student_backend.choose(rc, trained=bool(result.pairs),
-                                                                        run_dir=run_dir), rc, model)
-            ev = evaluate(model, tok, eval_task, test, rc, run_dir=run_dir, model_id=student_id,
-                          cache_root=ctx.cache_dir, backend=eval_backend)
-            metrics.update(ev)
-            log_metrics(loggers, ev)
-            log_eval_table(loggers, run_dir / "eval_samples.jsonl", test)
-            if result.pairs and rc.eval.fit_max_problems > 0:  # sanity: did it learn what it was shown?
-                fit = fit_problems(ctx.train, run_dir / "train_set.jsonl", rc.eval.fit_max_problems)
-                fit_cfg = dataclasses.replace(rc, eval=dataclasses.replace(rc.eval, greedy=True, n_samples=0, k=[1],
-                                                                           refine_steps=0))
-                fm = evaluate(model, tok, task, fit, fit_cfg, run_dir=run_dir, model_id=None,
-                              cache_root=ctx.cache_dir, samples_file="eval_fit_samples.jsonl", backend=eval_backend)
-                metrics.update({"train/fit_pass@1": fm["eval/pass@1"], "train/fit_n_problems": len(fit)})
-            from codistill.stats import run_ci_metrics
-
-            ci = run_ci_metrics(run_dir, metrics)  # 95% intervals, trained - base with its p-value
-            from codistill.evaluation.plus import plus_ci_metrics
-
-            ci.update(plus_ci_metrics(run_dir, metrics))  # EvalPlus: the plus figures' intervals
-            metrics.update(ci)
-            log_metrics(loggers, ci)
-        metrics["status"] = "ok"
+        for stage in STAGES:
+            stage(job)
+        rec.record({"status": "ok"})
     except interrupt.Interrupted as e:  # SIGTERM/SIGINT: training saved its checkpoint; a rerun resumes
-        metrics.update({"status": "interrupted", "signal": e.signame, "error": str(e)})
+        rec.interrupted(e)
         raise
     except Exception as e:
-        metrics["status"] = "failed"
-        metrics["error"] = redact(f"{type(e).__name__}: {e}")  # a server may echo the API key
-        metrics["traceback"] = redact(traceback.format_exc(limit=20))
+        rec.failed(e)
         raise
     finally:
-        other = dist.stop(ok=metrics["status"] == "ok")  # another rank's failure fails the run
-        if other and metrics["status"] != "interrupted":  # (the other ranks got the signal too)
-            metrics.update({"status": "failed", "error": redact(other)})
-        metrics["time/total_s"] = round(time.perf_counter() - t0, 2)
-        write_metrics(run_dir, metrics)
-        if loggers:
-            from codistill.tracking import finish
-
-            finish(loggers, {k: v for k, v in metrics.items() if k != "traceback"})
+        other = rec.close()
+    metrics = rec.metrics
     if rc.student.push_to_hub and metrics["status"] == "ok" and dist.is_zero:  # results saved first, never lost
         from codistill.publishing import publish
 
-        metrics.update(publish(rc.student.push_to_hub, run_dir, metrics, redact(OmegaConf.to_yaml(cfg, resolve=True))))
-        write_metrics(run_dir, metrics)
+        rec.record(publish(rc.student.push_to_hub, run_dir, metrics, redact(OmegaConf.to_yaml(cfg, resolve=True))))
+        rec.write()
     if other:
         raise RuntimeError(other)
     return metrics
+
+
+def prepare(job: Job) -> None:
+    """Seeds, threads, the task and the problems (the dataset's hooks: its preparation, its
+    split's description), the loggers, the decontamination check, and the method's own checks --
+    everything that can fail before a model is loaded for sampling."""
+    import pytorch_lightning as pl
+    import torch
+
+    from codistill import distributed
+    from codistill.datasets import build_dataset
+    from codistill.datasets.contamination import check as check_contamination
+    from codistill.execution import isolation_info
+    from codistill.methods import RunContext, build_method
+    from codistill.sweep import wandb_group
+    from codistill.tasks import build_task
+
+    rc, rec = job.rc, job.rec
+    pl.seed_everything(rc.seed, workers=True, verbose=False)
+    distributed.prepare_models(rc)  # ranks > 1: rank 0 converts packaged models first
+    torch.set_num_threads(compute_threads(job.dist.local_world))
+    rec.record({"execution/isolation": isolation_info().get("level")})
+    job.task = build_task(rc.dataset.task, rc.task)
+    dataset = build_dataset(rc.dataset)
+    train, test = dataset.load()
+    rec.open_loggers(rc, OmegaConf.to_container(job.cfg, resolve=True), name=job_name(job.cfg),
+                     group=wandb_group(rc.experiment_name))
+    ctx = job.ctx = RunContext(cfg=rc, run_dir=job.run_dir, task=job.task, train=train, test=test,
+                               cache_dir=os.path.expanduser(rc.cache_dir))
+    rec.record(dataset.prepare(ctx))  # e.g. code_alpaca: the teacher helps make the tests
+    train, test = ctx.train, ctx.test
+    job.eval_task, eval_data = job.task, dataset
+    if rc.eval_dataset is not None:  # e.g. train on code_alpaca, evaluate on HumanEval's test split
+        job.eval_task, eval_data = build_task(rc.eval_dataset.task, rc.task), build_dataset(rc.eval_dataset)
+        _, test = eval_data.load()
+        rec.record({"eval_dataset": rc.eval_dataset.name})
+    if rc.eval.max_problems is not None:
+        test = test[:rc.eval.max_problems]
+    ctx.test = test
+    rec.record({"data/n_train_problems": len(train), "data/n_test_problems": len(test)})
+    rec.record(rc.seed_metrics())  # seed/teacher, seed/teacher_mode: what the seeds vary
+    check_contamination(rc.decontamination, train, test, job.run_dir, rec.metrics)  # fails on train/test overlap
+    # what split is evaluated (e.g. HumanEval's, when it is not the standard 164 problems)
+    rec.record(eval_data.describe(train if rc.eval_dataset is None else None, test))
+    job.method = build_method(rc)
+    job.method.check(ctx)  # e.g. kd compares the tokenizers: fails before any weights load
+
+
+def evaluate_base(job: Job) -> None:
+    """``eval.baseline``: the untrained student first (eval_base/*)."""
+    from codistill.evaluation import evaluate
+
+    rc, ctx = job.rc, job.ctx
+    if rc.eval.enabled and rc.eval.baseline and rc.method.name != "none":
+        model, tok, sid = ctx.load("student")
+        base = evaluate(model, tok, job.eval_task, ctx.test, rc, run_dir=job.run_dir, model_id=sid,
+                        cache_root=ctx.cache_dir, samples_file="eval_base_samples.jsonl")
+        job.rec.record({k.replace("eval/", "eval_base/"): v for k, v in base.items()})
+        ctx.release("student")
+
+
+def build_training_set(job: Job) -> None:
+    """The method's training plan, rank 0's on every rank."""
+    from codistill.tracking import log_train_set
+
+    log.info("stage: %s builds the training set", job.method.name)
+    job.result = job.rec.shared(job.method.build(job.ctx))  # every rank trains on rank 0's data
+    job.rec.log(job.result.metrics)
+    log_train_set(job.rec.loggers, job.run_dir / "train_set.jsonl")
+
+
+def train_student(job: Job) -> None:
+    """Train on the plan (:func:`codistill.training.train`); save the student.  No plan: the
+    base student, for evaluation."""
+    rc, ctx, result = job.rc, job.ctx, job.result
+    if result.pairs:
+        from codistill.training import merge_lora, train
+
+        log.info("stage: training the student on %d examples", len(result.pairs))
+        faults.hit("stage", "train")
+        model, tok, trained = train(result.plan, ctx, job.shared_dir, job.rec.loggers)
+        job.rec.record(trained)
+        model = merge_lora(model)  # LoRA: adapters merged, saved and evaluated as plain weights
+        if rc.train.save_student and job.dist.is_zero:
+            model.save_pretrained(job.run_dir / "student", safe_serialization=True)
+            tok.save_pretrained(job.run_dir / "student")
+        model.eval()
+        job.model, job.tok, job.student_id = model, tok, None  # a trained student has no cache identity
+    else:
+        if result.pairs is not None:
+            log.warning("the method kept no training examples: the student is evaluated untrained")
+            job.rec.record({"train/skipped": "no training examples"})
+        job.model, job.tok, job.student_id = ctx.load("student")
+
+
+def evaluate_student(job: Job) -> None:
+    """pass@k on the test problems, the fit check on trained-on problems, and the intervals."""
+    rc, ctx, rec, run_dir, model, tok = job.rc, job.ctx, job.rec, job.run_dir, job.model, job.tok
+    if not rc.eval.enabled:
+        return
+    from codistill.evaluation import evaluate, student_backend
+    from codistill.evaluation.plus import plus_ci_metrics
+    from codistill.models import resolve_dtype
+    from codistill.stats import run_ci_metrics
+    from codistill.tracking import log_eval_table
+
+    test, trained = ctx.test, bool(job.result.pairs)
+    log.info("stage: evaluating the student on %d problems", len(test))
+    faults.hit("stage", "eval")
+    model.to(resolve_dtype(rc.student.dtype))
+    eval_backend = student_backend.build(student_backend.choose(rc, trained=trained, run_dir=run_dir), rc, model)
+    rec.log(evaluate(model, tok, job.eval_task, test, rc, run_dir=run_dir, model_id=job.student_id,
+                     cache_root=ctx.cache_dir, backend=eval_backend))
+    log_eval_table(rec.loggers, run_dir / "eval_samples.jsonl", test)
+    if trained and rc.eval.fit_max_problems > 0:  # sanity: did it learn what it was shown?
+        fit = fit_problems(ctx.train, run_dir / "train_set.jsonl", rc.eval.fit_max_problems)
+        fit_cfg = dataclasses.replace(rc, eval=dataclasses.replace(rc.eval, greedy=True, n_samples=0, k=[1],
+                                                                   refine_steps=0))
+        fm = evaluate(model, tok, job.task, fit, fit_cfg, run_dir=run_dir, model_id=None,
+                      cache_root=ctx.cache_dir, samples_file="eval_fit_samples.jsonl", backend=eval_backend)
+        rec.record({"train/fit_pass@1": fm["eval/pass@1"], "train/fit_n_problems": len(fit)})
+    ci = run_ci_metrics(run_dir, rec.metrics)  # 95% intervals, trained - base with its p-value
+    ci.update(plus_ci_metrics(run_dir, rec.metrics))  # EvalPlus: the plus figures' intervals
+    rec.log(ci)
+
+
+#: a run, in order; each stage reads and extends the Job
+STAGES = (prepare, evaluate_base, build_training_set, train_student, evaluate_student)
 
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
