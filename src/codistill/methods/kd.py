@@ -32,12 +32,14 @@ class KD(EKT):
     def check(self, ctx: RunContext) -> None:
         from codistill.training.cross_tokenizer import resolve_mode
 
-        self.mode, self.vocab_size = resolve_mode(self.cfg.cross_tokenizer, ctx.tokenizer("teacher"),
+        # on_policy (a KD subclass without the option) needs the shared vocabulary: refuse the rest
+        cross = getattr(self.cfg, "cross_tokenizer", "refuse")
+        self.mode, self.vocab_size = resolve_mode(cross, ctx.tokenizer("teacher"),
                                                   ctx.tokenizer("student"), teacher_name=ctx.cfg.teacher.name,
                                                   student_name=ctx.cfg.student.name)
         if self.mode != "shared":
             log.info("KD across tokenizers (%s -> %s): method.cross_tokenizer=%s -> %s", ctx.cfg.teacher.name,
-                     ctx.cfg.student.name, self.cfg.cross_tokenizer, self.mode)
+                     ctx.cfg.student.name, cross, self.mode)
 
     def select(self, judged: list[Judged]) -> list[Judged]:
         return super().select(judged) if self.cfg.filter else list(judged)
