@@ -15,7 +15,7 @@ from conftest import run_cli
 SWEEPS = {
     "ekt_gsm8k_paper": ["ekt", "kd", "expert_iteration"],
     "persd_humaneval_paper": ["stand", "persd", "persd_refine", "persd_combined"],
-    "repro_ekt_offline": ["none", "ekt", "expert_iteration", "stand"],
+    "repro_ekt_offline": ["none", "ekt", "expert_iteration", "stand", "kd_cached"],
     "repro_kd_offline": ["none", "ekt", "kd_cached"],
     "repro_persd_offline": ["none", "stand", "persd", "persd_refine", "persd_combined"],
     "repro_onpolicy_offline": ["kd_cached", "on_policy", "on_policy_failed_only", "on_policy_weighted"],

@@ -66,14 +66,14 @@ class KD(EKT):
     def check(self, ctx: RunContext) -> None:
         from codistill.training.cross_tokenizer import resolve_mode
 
-        # on_policy has no cross_tokenizer: the teacher scores the student's own token ids, so only a
-        # shared vocabulary will do ("refuse": TokenizerMismatch naming both models otherwise)
-        mode = getattr(self.cfg, "cross_tokenizer", "refuse")
-        self.mode, self.vocab_size = resolve_mode(mode, ctx.tokenizer("teacher"), ctx.tokenizer("student"),
-                                                  teacher_name=ctx.cfg.teacher.name, student_name=ctx.cfg.student.name)
+        # on_policy (a KD subclass without the option) needs the shared vocabulary: refuse the rest
+        cross = getattr(self.cfg, "cross_tokenizer", "refuse")
+        self.mode, self.vocab_size = resolve_mode(cross, ctx.tokenizer("teacher"),
+                                                  ctx.tokenizer("student"), teacher_name=ctx.cfg.teacher.name,
+                                                  student_name=ctx.cfg.student.name)
         if self.mode != "shared":
             log.info("KD across tokenizers (%s -> %s): method.cross_tokenizer=%s -> %s", ctx.cfg.teacher.name,
-                     ctx.cfg.student.name, self.cfg.cross_tokenizer, self.mode)
+                     ctx.cfg.student.name, cross, self.mode)
 
     def select(self, judged: list[Judged]) -> list[Judged]:
         return super().select(judged) if self.cfg.filter else list(judged)
