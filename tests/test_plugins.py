@@ -5,6 +5,7 @@ validated like the built-in ones and run in a sweep beside them."""
 import json
 import os
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,40 @@ def test_dataset_options_live_with_their_loader_and_name_the_key(compose):
         validate(compose("dataset@eval_dataset=gsm_symbolic", "eval_dataset.test_template_fraction=1.5"))
     with pytest.raises(ConfigError, match=r"dataset\.task: no task named 'gsm9'.*known: gsm, humaneval"):
         validate(compose("dataset.task=gsm9"))
+
+
+def test_a_logger_is_a_lightning_logger_named_by_target(compose, tmp_path):
+    """logger=csv is Lightning's CSVLogger itself (its YAML's keys are its arguments; the run
+    gives it its directory); a logger whose package is missing fails validation naming it."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    from codistill.tracking import make_loggers
+
+    rc = validate(compose("experiment=smoke", "logger=csv"))
+    [lg] = make_loggers(rc, tmp_path, {}, name="job", group="g")
+    assert type(lg) is CSVLogger and Path(lg.log_dir) == tmp_path / "csv"
+    assert make_loggers(validate(compose("experiment=smoke", "logger=wandb", "logger.mode=disabled")),
+                        tmp_path, {}, name="job", group="g") == []
+    with pytest.raises(ConfigError, match=r"logger\._target_: .* needs the 'no_such_package' package"):
+        validate(compose("logger=csv", "+logger._requires_=[no_such_package]"))
+
+
+def test_rollout_renders_generates_cached_releases_and_judges(compose, tmp_path):
+    """RunContext.rollout, the one path every stage samples through: the tiny teacher's samples
+    are judged in the sandbox (one verdict per sample), its weights are released before judging,
+    and a second rollout is served from the generation cache with the same completions."""
+    from codistill.datasets import load_problems
+    from codistill.methods.base import RunContext
+    from codistill.tasks import build_task
+
+    rc = validate(compose("experiment=smoke", "sampling.n=2"))
+    train, _ = load_problems(rc.dataset)
+    ctx = RunContext(cfg=rc, run_dir=tmp_path, task=build_task(rc.dataset.task, rc.task), train=train[:3], test=[],
+                     cache_dir=str(tmp_path / "cache"))
+    first = ctx.rollout("teacher", ctx.train, shots=1)
+    assert [len(js) for js in first.judged] == [2, 2, 2] == [len(c) for c in first.completions]
+    assert all(j.status for js in first.judged for j in js)  # every sample ran in the sandbox
+    assert first.prompts[0].text.count("def solution():") >= 2  # one exemplar + the problem's stub
+    assert not [k for k in ctx._models if k[0] == "teacher"]  # released before judging
+    again = ctx.rollout("teacher", ctx.train, shots=1)
+    assert again.stats["cached_prompts"] == 3 and again.completions == first.completions
