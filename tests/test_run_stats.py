@@ -53,6 +53,9 @@ def test_results_table_says_when_the_interval_includes_zero():
     assert "does not show that training changed pass@1" in text and "about 0.31 (80% power)" in text
     text = results_table({**base, "eval/delta_vs_base/pass@1_ci95_lo": 0.01, "eval/delta_vs_base/pass@1_ci95_hi": 0.09})
     assert "the interval excludes 0: training raised pass@1" in text
+    greedy = {**base, "eval/pass@1_source": "greedy", "eval/pass@1_greedy": 0.30}
+    text = results_table({**greedy, "eval/delta_vs_base/pass@1_ci95_lo": 0.01, "eval/delta_vs_base/pass@1_ci95_hi": 0.09})
+    assert "pass@1 (greedy)" in text and "pass@1_greedy" not in text  # one line for one figure
 
 
 def test_fit_max_problems_is_checked_and_fit_problems_are_the_trained_ones(compose, tmp_path):

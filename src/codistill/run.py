@@ -87,6 +87,8 @@ def results_table(metrics: dict) -> str:
         rows.append(("base student pass@1", _ci(metrics, "eval_base/pass@1")))
     for k in sorted(k for k in metrics
                     if k.startswith("eval/pass@") and isinstance(metrics[k], float) and "_ci95" not in k):
+        if k == "eval/pass@1_greedy" and metrics.get("eval/pass@1_source") == "greedy":
+            continue  # the headline eval/pass@1 is this figure, labelled (greedy)
         name = k[5:] + (f" ({metrics['eval/pass@1_source']})" if k == "eval/pass@1" and "eval/pass@1_source" in metrics
                         else "")
         rows.append((f"trained student {name}" if metrics.get("method") != "none" else f"student {name}",
