@@ -56,6 +56,12 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
+def teacher_card(name: str) -> str:
+    """The conf/model card of a teacher given by model name: ``tiny`` teaches as ``tiny-teacher``
+    (the same shape, another init seed), as ``teacher=tiny`` did before the one model group."""
+    return "tiny-teacher" if name == "tiny" else name
+
+
 def is_random(name: str | None) -> bool:
     return bool(name) and name.startswith("random:")
 
@@ -73,8 +79,8 @@ def compose(args):
     with initialize_config_dir(str(ROOT / "src" / "codistill" / "conf"), version_base="1.3"):
         rnd = is_random(args.student)
         cfg = _compose("config", overrides=[
-            f"student={'tiny' if rnd else args.student}",
-            f"teacher={'tiny' if rnd else args.teacher or args.student}", "method=kd", f"trainer={args.trainer}",
+            f"model@student={'tiny' if rnd else args.student}",
+            f"model@teacher={'tiny-teacher' if rnd else teacher_card(args.teacher or args.student)}", "method=kd", f"trainer={args.trainer}",
             "method.teacher_logits=cached", f"method.top_k={args.top_k}", f"train.batch_size={args.batch}",
             f"train.max_seq_len={args.seq_len}", "train.checkpoint_every_n_epochs=0", "train.warmup_steps=0",
             f"trainer.max_steps={args.warmup + args.steps}", "trainer.enable_progress_bar=false", "logger=csv"])
@@ -225,7 +231,7 @@ def cross_steps(args, rc, cache, tok, data, datamodule, results: dict, tmp: Path
     from codistill.training.kd import KDSpec, kd_modules, precompute_topk, sequence_key
 
     with initialize_config_dir(str(ROOT / "src" / "codistill" / "conf"), version_base="1.3"):
-        t_cfg = validate(_compose("config", overrides=[f"teacher={args.cross_teacher}"])).teacher
+        t_cfg = validate(_compose("config", overrides=[f"model@teacher={teacher_card(args.cross_teacher)}"])).teacher
     t_tok = load_tokenizer(t_cfg, cache)
     mode = args.cross_mode
     cross, t_items = {}, []

@@ -58,6 +58,12 @@ class StepTimer(pl.Callback):
         self.rollout_tokens += list(getattr(module, "last_rollout_tokens", []))
 
 
+def teacher_card(name: str) -> str:
+    """The conf/model card of a teacher given by model name: ``tiny`` teaches as ``tiny-teacher``
+    (the same shape, another init seed), as ``teacher=tiny`` did before the one model group."""
+    return "tiny-teacher" if name == "tiny" else name
+
+
 def compose(args):
     from hydra import compose as _compose
     from hydra import initialize_config_dir
@@ -67,7 +73,7 @@ def compose(args):
     register_configs()
     with initialize_config_dir(str(ROOT / "src" / "codistill" / "conf"), version_base="1.3"):
         cfg = _compose("config", overrides=[
-            f"student={args.student}", f"teacher={args.teacher or args.student}", "method=on_policy",
+            f"model@student={args.student}", f"model@teacher={teacher_card(args.teacher or args.student)}", "method=on_policy",
             "dataset=humaneval", "dataset.test_size=0",
             f"dataset.train_size={args.batch * (args.warmup + args.steps)}",
             f"train.batch_size={args.batch}", f"train.max_seq_len={args.seq_len}", "train.checkpoint_every_n_epochs=0",

@@ -78,7 +78,7 @@ def load(model_name: str, cache_dir: str):
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        rc = validate(compose("config", overrides=[f"student={model_name}", f"cache_dir='{cache_dir}'"]))
+        rc = validate(compose("config", overrides=[f"model@student={model_name}", f"cache_dir='{cache_dir}'"]))
     tok = load_tokenizer(rc.student, rc.cache_dir)
     return (lambda: load_model(rc.student, rc.cache_dir, for_training=True)), tok, model_name
 
