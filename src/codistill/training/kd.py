@@ -195,17 +195,22 @@ class TopKDataset(PairDataset):
         return {**x, "teacher_logp": logp, "teacher_ids": ids}
 
 
+def stack_topk(batch: list[dict], width: int) -> dict:
+    """The items' cached ``teacher_logp`` / ``teacher_ids`` (``[n, k]`` each, n = the row's
+    length) padded to ``[B, width, k]`` tensors (zeros on padding)."""
+    b, k = len(batch), batch[0]["teacher_logp"].shape[1]
+    logp, ids = torch.zeros((b, width, k), dtype=torch.float32), torch.zeros((b, width, k), dtype=torch.long)
+    for r, x in enumerate(batch):
+        n = len(x["teacher_logp"])
+        logp[r, :n] = torch.from_numpy(x["teacher_logp"])
+        ids[r, :n] = torch.from_numpy(x["teacher_ids"]).long()
+    return {"teacher_logp": logp, "teacher_ids": ids}
+
+
 def collate_topk(batch: list[dict], pad_id: int) -> dict:
     """:func:`collate` plus ``teacher_logp`` / ``teacher_ids`` ``[B, W, k]`` (zeros on padding)."""
     out = collate(batch, pad_id)
-    b, width = out["input_ids"].shape
-    k = batch[0]["teacher_logp"].shape[1]
-    logp, ids = torch.zeros((b, width, k), dtype=torch.float32), torch.zeros((b, width, k), dtype=torch.long)
-    for r, x in enumerate(batch):
-        n = len(x["input_ids"])
-        logp[r, :n] = torch.from_numpy(x["teacher_logp"])
-        ids[r, :n] = torch.from_numpy(x["teacher_ids"]).long()
-    out.update(teacher_logp=logp, teacher_ids=ids)
+    out.update(stack_topk(batch, out["input_ids"].shape[1]))
     return out
 
 
@@ -246,13 +251,7 @@ def collate_cross(batch: list[dict], pad_id: int, teacher_pad_id: int) -> dict:
         pos_mask[r, :p] = True
     out.update(teacher_input_ids=t_ids, teacher_attention_mask=t_mask, s_pos=s_pos, t_pos=t_pos, pos_mask=pos_mask)
     if "teacher_logp" in batch[0]:
-        k = batch[0]["teacher_logp"].shape[1]
-        logp, ids = torch.zeros((b, tw, k), dtype=torch.float32), torch.zeros((b, tw, k), dtype=torch.long)
-        for r, x in enumerate(batch):
-            n = len(x["teacher_input_ids"])
-            logp[r, :n] = torch.from_numpy(x["teacher_logp"])
-            ids[r, :n] = torch.from_numpy(x["teacher_ids"]).long()
-        out.update(teacher_logp=logp, teacher_ids=ids)
+        out.update(stack_topk(batch, tw))
     return out
 
 
