@@ -10,19 +10,21 @@ Light on purpose: :func:`codistill.config.validate` imports the dataset's file.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from codistill.config import DatasetConfig
 from codistill.tasks.base import Problem
 
 
-class Dataset:
+class Dataset(ABC):
     Config = DatasetConfig
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg  # this dataset's validated config
 
+    @abstractmethod
     def load(self) -> tuple[list[Problem], list[Problem]]:
-        """(train, test) problems."""
-        raise NotImplementedError
+        """(train, test) problems: every dataset says how it loads them."""
 
     def prepare(self, ctx) -> dict:
         """Finish ``ctx.train`` / ``ctx.test`` in place once models can be loaded; returns data
