@@ -39,3 +39,20 @@ def run_cli(args, cwd, env=None, timeout=600):
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "codistill", *args], cwd=cwd, env=e, capture_output=True,
                           text=True, timeout=timeout)
+
+
+class LoopbackServer:
+    """An HTTP server on a free 127.0.0.1 port in a daemon thread: ``start(Handler)`` serves
+    ``self.url`` (``.../v1``, an OpenAI-compatible base URL), ``close()`` stops it."""
+
+    def start(self, handler) -> None:
+        import http.server
+        import threading
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

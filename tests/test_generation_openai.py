@@ -18,11 +18,11 @@ import importlib.util
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
 import pytest
+from conftest import LoopbackServer
 
 from codistill.config import OpenAIConfig, SamplingConfig
 from codistill.generation import generate
@@ -90,7 +90,7 @@ def stopped_near(text: str, stop: str, slack: int = 16) -> bool:
     return i == -1 or len(text) - (i + len(stop)) <= slack
 
 
-class FailingProxy:
+class FailingProxy(LoopbackServer):
     """Loopback proxy: the first ``fail`` POSTs get ``status`` (or, for status 0, no answer for
     ``stall_s`` seconds); later ones are forwarded to ``upstream``."""
 
@@ -125,13 +125,7 @@ class FailingProxy:
                     self.end_headers()
                     self.wfile.write(data)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.start(Handler)
 
 
 def backend(served, url: str | None = None, **kw) -> OpenAIBackend:

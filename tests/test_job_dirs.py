@@ -7,11 +7,10 @@ import http.server
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, LoopbackServer, run_cli
 from wandb_records import offline_runs
 
 FAST = ["experiment=smoke", "method=none", "eval.baseline=false", "dataset.train_size=2", "dataset.test_size=2",
@@ -97,7 +96,7 @@ def test_a_sweep_skips_or_waits_for_a_job_another_sweep_runs(tmp_path):
     assert len(offline_runs(job)) == 1
 
 
-class EchoKeyServer:
+class EchoKeyServer(LoopbackServer):
     """An OpenAI-compatible endpoint that rejects every request echoing the key it was sent,
     as api.openai.com does ("Incorrect API key provided: sk-...")."""
 
@@ -117,13 +116,7 @@ class EchoKeyServer:
                 self.end_headers()
                 self.wfile.write(body.encode())
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.start(Handler)
 
 
 def test_an_echoed_api_key_is_stored_nowhere(tmp_path):
