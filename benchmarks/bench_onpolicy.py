@@ -31,37 +31,28 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
+from bench_kd import StepTimer as KDStepTimer  # benchmarks/ is on sys.path: scripts run from it
+from bench_kd import teacher_card
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("rollout", "judge", "teacher")
 
 
-class StepTimer(pl.Callback):
+class StepTimer(KDStepTimer):
     """Whole-step times, and the on-policy module's split of each step (``last_times``)."""
 
     def __init__(self) -> None:
-        self.times: list[float] = []
+        super().__init__()
         self.parts: list[dict] = []
         self.rollout_tokens: list[int] = []
-        self._t = 0.0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self._t = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._t)
+        super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
         parts = {p: getattr(module, "last_times", {}).get(p, 0.0) for p in PARTS}
         parts["update"] = max(self.times[-1] - sum(parts.values()), 0.0)  # student forward + backward + step
         self.parts.append(parts)
         self.rollout_tokens += list(getattr(module, "last_rollout_tokens", []))
-
-
-def teacher_card(name: str) -> str:
-    """The conf/model card of a teacher given by model name: ``tiny`` teaches as ``tiny-teacher``
-    (the same shape, another init seed), as ``teacher=tiny`` did before the one model group."""
-    return "tiny-teacher" if name == "tiny" else name
 
 
 def compose(args):
