@@ -372,3 +372,24 @@ def test_demo_kd_on_the_default_pair_runs_ok(tmp_path):
     assert m["status"] == "ok" and m["kd/cross_tokenizer"] == "aligned" and m["kd/teacher_logits"] == "online"
     assert m["data/n_kept"] == 4 and m["kd/cross_positions"] > 0 and m["kd/shared_pieces"] > 20000
     assert m["train/final_kd_loss"] > 0 and m["train/steps"] == 1
+
+
+@pytest.mark.parametrize("loss", ["uld", "aligned"])
+def test_position_weights_scale_and_drop_positions(loss):
+    """On-policy feedback weighs positions: weights 1 give the plain mean, weight 0 leaves a position
+    out (the mean of the rest), an all-zero batch gives 0 with a graph."""
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(4, 12, generator=g, requires_grad=True)
+    t_logp = torch.log_softmax(torch.randn(4, 10, generator=g), dim=-1)
+    t2s = torch.tensor([0, 1, 2, 3, 4, -1, -1, 7, 8, -1])
+
+    def f(s, t, w=None):
+        if loss == "uld":
+            return uld_loss(s, t, weights=w)
+        return aligned_kd_loss(s, t, None, t2s, kind="jsd", beta=0.5, weights=w)
+
+    torch.testing.assert_close(f(student, t_logp, torch.ones(4)), f(student, t_logp))
+    torch.testing.assert_close(f(student, t_logp, torch.tensor([1.0, 0.0, 1.0, 0.0])),
+                               f(student[[0, 2]], t_logp[[0, 2]]))
+    zero = f(student, t_logp, torch.zeros(4))
+    assert zero.item() == 0.0 and zero.requires_grad

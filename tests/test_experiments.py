@@ -71,6 +71,7 @@ TINY = ["model@teacher=tiny-teacher", "model@student=tiny", "seed=0", "sampling.
     ("repro_ekt_offline", ["dataset.train_size=2", "dataset.test_size=2", "eval.n_samples=2", "eval.k=[1,2]"]),
     ("repro_persd_offline", ["dataset.train_size=2", "dataset.test_size=2"]),
     ("repro_kd_offline", ["dataset.train_size=2", "dataset.test_size=2", "eval.n_samples=2", "eval.k=[1,2]"]),
+    ("repro_onpolicy_offline", ["dataset.train_size=2", "dataset.test_size=2"]),
 ])
 def test_offline_reproduction_runs_every_method_end_to_end(tmp_path, experiment, sizes):
     """The reproduction's own config, shrunk to tiny models and two problems: one job per method."""
@@ -78,13 +79,16 @@ def test_offline_reproduction_runs_every_method_end_to_end(tmp_path, experiment,
     p = run_cli(["-m", f"experiment={experiment}", *TINY, *sizes, f"hydra.sweep.dir={sweep}"], cwd=tmp_path,
                 timeout=1800)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    jobs = {json.loads((d / "metrics.json").read_text())["method"]: json.loads((d / "metrics.json").read_text())
-            for d in sweep.iterdir() if (d / "metrics.json").exists()}
-    assert sorted(jobs) == sorted(NAME.get(m, m) for m in SWEEPS[experiment])
-    assert all(m["status"] == "ok" for m in jobs.values()), {k: m.get("error") for k, m in jobs.items()}
+    jobs = [json.loads((d / "metrics.json").read_text()) for d in sorted(sweep.iterdir())
+            if (d / "metrics.json").exists()]
+    assert sorted(m["method"] for m in jobs) == sorted(NAME.get(m, m) for m in SWEEPS[experiment])
+    assert all(m["status"] == "ok" for m in jobs), [m.get("error") for m in jobs]
     if experiment == "repro_persd_offline":
-        assert all("eval/step1/pass@1" in m for m in jobs.values())
-        assert all(m["data/split"] for m in jobs.values())
+        assert all("eval/step1/pass@1" in m for m in jobs)
+        assert all(m["data/split"] for m in jobs)
+    if experiment == "repro_onpolicy_offline":  # every job also scores the base student (no method=none row)
+        assert sorted(m.get("onpolicy/feedback", "kd") for m in jobs) == ["failed_only", "kd", "none", "weighted"]
+        assert all("eval_base/pass@1" in m and "eval/delta_vs_base/pass@1_ci95_lo" in m for m in jobs)
 
 
 def test_a_role_can_have_its_own_backend(compose, tmp_path):

@@ -28,7 +28,9 @@ def test_on_policy_defaults_compose(compose):
                                           ("method.pass_weight=2", "method.pass_weight"),
                                           ("method.temperature=0", "method.temperature"),
                                           ("method.rollout_temperature=-1", "method.rollout_temperature"),
-                                          ("method.max_new_tokens=0", "method.max_new_tokens")])
+                                          ("method.max_new_tokens=0", "method.max_new_tokens"),
+                                          ("method.rollout_every=0", "method.rollout_every"),
+                                          ("method.cross_tokenizer=guess", "method.cross_tokenizer")])
 def test_bad_on_policy_values_name_the_key(compose, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose("experiment=smoke", "method=on_policy", override))
@@ -287,3 +289,117 @@ def test_on_policy_feedbacks_sweep_beside_the_other_methods_on_the_same_problems
     on = {m["onpolicy/feedback"]: m for m in ms if m["method"] == "on_policy"}
     assert sorted(on) == ["failed_only", "none", "weighted"]
     assert all(m["teacher/cached_prompts"] == 2 for m in on.values())  # the teacher samples of ekt/kd, reused
+
+
+# --------------------------------------------------------------------------- across tokenizers
+def _cross_module(compose, tmp_path, mode, feedback="none", **kw):
+    """A tiny student (1,536-token vocabulary) and a tiny teacher of another tokenizer (360 tokens),
+    the spec filled as :meth:`codistill.methods.on_policy.OnPolicy._cross_spec` fills it."""
+    from test_cross_tokenizer import tiny_teacher_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from codistill.training.cross_tokenizer import tokenizer_piece_map
+
+    _, task, problems, rendered, examples = _setup(compose)
+    student, tok = _tiny(0)
+    t_dir = tiny_teacher_dir(tmp_path)
+    teacher, t_tok = AutoModelForCausalLM.from_pretrained(str(t_dir)), AutoTokenizer.from_pretrained(str(t_dir))
+    with torch.no_grad():
+        teacher.model.norm.weight.mul_(20)  # a confident teacher: a clear divergence
+    spec = _spec(teacher, task, problems, rendered, examples, feedback=feedback, cross=mode, vocab_size=len(tok),
+                 teacher_vocab_size=len(t_tok), teacher_tokenizer=t_tok, teacher_pad_id=t_tok.pad_token_id,
+                 max_len=256, t2s=torch.from_numpy(tokenizer_piece_map(t_tok, tok, len(t_tok))) if mode == "aligned"
+                 else None, **kw)
+    return _module(student, tok, spec), tok, teacher, examples
+
+
+@pytest.mark.parametrize("mode", ["aligned", "uld"])
+def test_across_tokenizers_rollouts_are_scored_by_the_teacher_in_its_own_tokens(compose, tmp_path, mode):
+    module, tok, teacher, examples = _cross_module(compose, tmp_path, mode)
+    batch = _batch(tok, examples)
+    rolled, figures = module.rollout(batch)  # real sampling, judged in the sandbox, then through both tokenizers
+    assert rolled["teacher_input_ids"].shape[0] == rolled["input_ids"].shape[0] == len(examples)
+    assert rolled["pos_mask"].sum() > 0 and int(rolled["teacher_input_ids"].max()) < 360
+    loss = module.gkd_loss(rolled)
+    assert torch.isfinite(loss) and loss.item() > 1e-3
+    loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in module.model.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    # the teacher's own samples (an off-policy step) go the same way: the same text, both tokenizers
+    off = module.cross_batch(batch["prompt"], batch["completion"], [1.0] * len(examples))
+    assert torch.isfinite(module.gkd_loss(off))
+
+
+def test_across_tokenizers_failed_only_leaves_passing_rollouts_out(compose, tmp_path):
+    module, tok, _, examples = _cross_module(compose, tmp_path, "aligned", feedback="failed_only")
+    batch = _batch(tok, examples)
+    prompts, comps = list(batch["prompt"]), list(batch["completion"])
+    mixed = module.cross_batch(prompts, comps, [0.0, 1.0, 0.0, 1.0])
+    alone = module.cross_batch([prompts[1], prompts[3]], [comps[1], comps[3]], [1.0, 1.0])
+    torch.testing.assert_close(module.gkd_loss(mixed), module.gkd_loss(alone))  # only the failing rows count
+    assert module.gkd_loss(module.cross_batch(prompts, comps, [0.0] * 4)).item() == 0.0
+
+
+def test_cli_on_policy_across_tokenizers_runs_ok(tmp_path):
+    """`method=on_policy` with a teacher of another tokenizer (auto -> aligned) trains and reports the
+    rollouts' pass rate; cross_tokenizer=refuse keeps the early error."""
+    from test_cross_tokenizer import tiny_teacher_dir
+
+    t_dir = tiny_teacher_dir(tmp_path)
+    base = ["experiment=smoke", "method=on_policy", "teacher.source=local", f"teacher.path={t_dir}",
+            "teacher.name=other", "eval.baseline=false", "eval.n_samples=0", "eval.k=[1]", "dataset.train_size=2",
+            "method.lmbda=0.5", "train.epochs=3", "seed=0", "logger=csv"]
+    draws = [on_policy_step(0, e, b, 0.5) for e in range(3) for b in range(2)]  # 2 steps per epoch
+    assert any(draws) and not all(draws)  # both kinds of step: the teacher's samples and rollouts, as text
+    env = {"CODISTILL_CACHE": str(tmp_path / "cache")}
+    p = run_cli(base + [f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["kd/cross_tokenizer"] == "aligned", m.get("error")
+    assert m["kd/vocab_size"] == 1536 and m["kd/teacher_vocab_size"] == 360
+    assert m["train/steps"] == 6 and m["train/final_kd_loss"] > 0
+    assert m["train/final_onpolicy_fraction"] == pytest.approx(sum(draws) / 6)
+    assert 0.0 <= m["train/final_rollout_pass_rate"] <= 1.0
+    p = run_cli(base + ["method.cross_tokenizer=refuse", f"hydra.run.dir={tmp_path / 'refuse'}"], cwd=tmp_path,
+                env=env)
+    assert p.returncode != 0
+    assert "TokenizerMismatch" in json.loads((tmp_path / "refuse" / "metrics.json").read_text())["error"]
+
+
+# --------------------------------------------------------------------------- rounds (rollout_every)
+class _Counting(OnPolicyStudentLM):
+    """The real sampler, counted: how many calls and how many prompts each."""
+
+    calls: list
+
+    def sample(self, prompts):
+        self.calls.append(len(prompts))
+        return super().sample(prompts)
+
+
+def test_rollout_every_draws_one_pool_per_round_and_hands_it_out_in_order(compose):
+    _, task, problems, rendered, examples = _setup(compose)
+    student, tok = _tiny(0)
+    teacher, _ = _tiny(1)
+    module = _Counting(student, _spec(teacher, task, problems, rendered, examples, rollout_every=3, max_len=256),
+                       tok, lr=1e-3, weight_decay=0.0, warmup_steps=0)
+    module.calls = []
+    batch = _batch(tok, examples[:2])  # B = 2
+    seen = []
+    for step in range(1, 7):  # training_step counts steps before it rolls out
+        module.steps = step
+        rolled, figures = module.rollout(batch)
+        assert rolled["input_ids"].shape[0] == 2 and 0.0 <= figures["train/rollout_pass_rate"] <= 1.0
+        seen.append(rolled["input_ids"].tolist())
+    assert module.calls == [6, 6]  # steps 1 and 4 start a round: 3 x B prompts in one call each
+    assert seen[0] != seen[1] or seen[1] != seen[2]  # the round's rows differ step to step
+    # the round's first B rows are the batch's own prompts (rollout_every=1 rolls out exactly those)
+    prompt = batch["prompt_ids"][0]
+    assert seen[0][0][:len(prompt)] == prompt and seen[3][0][:len(prompt)] == prompt
+    # a round ends after N steps even where some of them were off-policy (the pool is not used up)
+    module.calls, module._pool = [], None
+    module.steps = 10
+    module.rollout(batch)
+    module.steps = 13  # steps 11 and 12 were off-policy
+    module.rollout(batch)
+    assert module.calls == [6, 6]

@@ -66,8 +66,7 @@ class KD(EKT):
     def check(self, ctx: RunContext) -> None:
         from codistill.training.cross_tokenizer import resolve_mode
 
-        # on_policy (a KD subclass without the option) needs the shared vocabulary: refuse the rest
-        cross = getattr(self.cfg, "cross_tokenizer", "refuse")
+        cross = self.cfg.cross_tokenizer  # kd and on_policy (a KD subclass) both have the option
         self.mode, self.vocab_size = resolve_mode(cross, ctx.tokenizer("teacher"),
                                                   ctx.tokenizer("student"), teacher_name=ctx.cfg.teacher.name,
                                                   student_name=ctx.cfg.student.name)

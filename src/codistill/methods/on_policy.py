@@ -1,14 +1,17 @@
 """``method=on_policy``: on-policy distillation (GKD, Agarwal et al. 2024), execution-aware.
 
-1. Before any weights load, :meth:`OnPolicy.check` compares the tokenizers (as ``kd``: the
-   teacher scores the student's own token ids, so they must mean the same) and refuses FSDP
+1. Before any weights load, :meth:`OnPolicy.check` compares the tokenizers and settles
+   ``method.cross_tokenizer`` as ``kd`` does: with one vocabulary the teacher scores the
+   student's own token ids; across tokenizers (``auto`` -> ``aligned``, or ``uld``) every row is
+   handled as text and the two tokenizations are aligned by their character spans
+   (:mod:`codistill.training.on_policy`); ``refuse`` keeps the early error.  FSDP is refused
    (sampling inside a sharded step is not supported).
 2. The off-policy data: the teacher's samples, drawn exactly as EKT/KD draw them (same prompts,
    ``sampling`` section, generation cache shared with ekt/kd/stand runs of a sweep) and judged;
    ``filter: false`` (default) keeps every one, so every training problem has a prompt to roll
    out from; ``filter: true`` keeps the passing ones (EKT's keep policy).
 3. The plan: an :class:`codistill.training.on_policy.OnPolicySpec` (online frozen teacher, the
-   shared vocabulary, the rollout and feedback settings, the problems and the student's prompts
+   shared vocabulary or the cross-tokenizer mode, the rollout and feedback settings, the problems and the student's prompts
    the sandbox judges rollouts against).  Training then samples from the student on a ``lmbda``
    share of the steps (see :mod:`codistill.training.on_policy`); those samples are never cached.
 """
@@ -45,9 +48,12 @@ class OnPolicyConfig(EKTConfig):
     pass_weight: float = 0.5  # feedback=weighted: a passing rollout's weight (a failing one: 1)
     max_new_tokens: Optional[int] = None  # rollout length; null: sampling.max_new_tokens
     rollout_temperature: float = 1.0  # the student's sampling temperature (0: greedy)
+    rollout_every: int = 1  # >1: rollouts drawn once per round of this many steps, N x B at a time (one call)
+    cross_tokenizer: str = "auto"  # auto | uld | aligned | refuse: a teacher of another vocabulary (as kd)
 
     def check(self, key: str) -> None:
         super().check(key)
+        choice(self.cross_tokenizer, f"{key}.cross_tokenizer", ("auto", "uld", "aligned", "refuse"))
         check(0.0 <= self.lmbda <= 1.0, f"{key}.lmbda", f"must be in [0, 1], got {self.lmbda}")
         check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
         check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
@@ -56,6 +62,7 @@ class OnPolicyConfig(EKTConfig):
         check(self.max_new_tokens is None or self.max_new_tokens >= 1, f"{key}.max_new_tokens",
                "must be >= 1 or null")
         check(self.rollout_temperature >= 0, f"{key}.rollout_temperature", "must be >= 0 (0: greedy)")
+        check(self.rollout_every >= 1, f"{key}.rollout_every", f"must be >= 1, got {self.rollout_every}")
 
 
 class OnPolicy(KD):
@@ -71,7 +78,7 @@ class OnPolicy(KD):
         if new >= ctx.cfg.train.max_seq_len:
             raise ConfigError(f"method.max_new_tokens: rollouts of {new} tokens leave no room for the prompt in "
                               f"train.max_seq_len={ctx.cfg.train.max_seq_len}; lower one or raise the other")
-        super().check(ctx)  # the shared vocabulary, or TokenizerMismatch naming both models
+        super().check(ctx)  # the shared vocabulary, the cross-tokenizer mode, or TokenizerMismatch (refuse)
 
     def build(self, ctx: RunContext) -> MethodResult:
         from codistill.methods.ekt import EKT
@@ -82,7 +89,8 @@ class OnPolicy(KD):
         cfg, m = ctx.cfg, self.cfg
         result = EKT.build(self, ctx)  # teacher samples, judged, selected (self.select: filter or not)
         result.metrics.update({"kd/vocab_size": self.vocab_size, "onpolicy/lmbda": m.lmbda,
-                               "onpolicy/feedback": m.feedback})
+                               "onpolicy/feedback": m.feedback, "onpolicy/rollout_every": m.rollout_every,
+                               "kd/cross_tokenizer": self.mode})
         if not result.pairs:
             return result
         s_tok = ctx.tokenizer("student")
@@ -95,8 +103,27 @@ class OnPolicy(KD):
             beta=m.beta, temperature=m.temperature, alpha=1.0, vocab_size=self.vocab_size, teacher=teacher,
             lmbda=m.lmbda, seq_kd=m.seq_kd, feedback=m.feedback, pass_weight=m.pass_weight,
             max_new_tokens=m.max_new_tokens or cfg.sampling.max_new_tokens,
-            rollout_temperature=m.rollout_temperature, seed=cfg.seed, examples=examples, task=ctx.task,
+            rollout_temperature=m.rollout_temperature, rollout_every=m.rollout_every, max_len=cfg.train.max_seq_len,
+            seed=cfg.seed, examples=examples, task=ctx.task,
             problems=list(ctx.train), rendered=rendered, timeout_s=cfg.task.timeout_s, memory_mb=cfg.task.memory_mb)
+        if self.mode != "shared":
+            self._cross_spec(ctx, result.plan.objective)
+            result.metrics.update({"kd/vocab_size": result.plan.objective.vocab_size,
+                                   "kd/teacher_vocab_size": result.plan.objective.teacher_vocab_size})
         log.info("on_policy: %d teacher samples over %d problems; on-policy share %.2f, feedback %s",
                  len(examples), len({x["problem"] for x in examples}), m.lmbda, m.feedback)
         return result
+
+    def _cross_spec(self, ctx: RunContext, spec) -> None:
+        """Across tokenizers: both vocabularies, the teacher's tokenizer and pad id, the piece map
+        (``aligned``), into ``spec`` (rows are encoded in the training step)."""
+        import torch
+
+        from codistill.training.cross_tokenizer import tokenizer_piece_map
+
+        s_tok, t_tok = ctx.tokenizer("student"), ctx.tokenizer("teacher")
+        spec.cross, spec.vocab_size, spec.teacher_vocab_size = self.mode, len(s_tok), len(t_tok)
+        spec.teacher_tokenizer = t_tok
+        spec.teacher_pad_id = t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id
+        if self.mode == "aligned":
+            spec.t2s = torch.from_numpy(tokenizer_piece_map(t_tok, s_tok, spec.teacher_vocab_size))

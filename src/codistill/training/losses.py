@@ -107,6 +107,14 @@ def _weighted_mean(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tens
     return (values * w).sum() / (w > 0).to(values.dtype).sum().clamp(min=1.0)
 
 
+def _position_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean over positions ``[N]``, or with per-position ``weights`` ``[N]`` the weighted mean of
+    :func:`_weighted_mean` (weight-0 positions left out)."""
+    if weights is None:
+        return values.mean()
+    return _weighted_mean(values, torch.ones_like(values, dtype=torch.bool), weights.to(values.device).reshape(-1))
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
             kind: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
             weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -170,12 +178,13 @@ def uld_distance(s_sorted: torch.Tensor, t_sorted: torch.Tensor, s_tail: torch.T
 
 
 def uld_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, *, complete: bool = True,
-             temperature: float = 1.0) -> torch.Tensor:
+             temperature: float = 1.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """ULD over paired positions: ``mean_t W1(sort p_S,t, sort p_T,t)``.
 
     ``student_logits``: ``[N, V_S]``; ``teacher_logp``: ``[N, V_T]`` log-probabilities (any
     order) at temperature ``T``, the whole distribution (``complete``) or the teacher's
-    top-k (cached: then :math:`W1_k` with tails).  The student is softened by the same ``T``."""
+    top-k (cached: then :math:`W1_k` with tails).  The student is softened by the same ``T``.
+    ``weights`` ``[N]``: a weighted mean over positions instead (on-policy feedback)."""
     s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
     if complete:
         s, s_tail = sorted_probs(s_logp)
@@ -187,12 +196,12 @@ def uld_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, *, comple
         t_tail = (1.0 - t.sum(-1)).clamp(min=0.0)
     if s.shape[0] == 0:
         return student_logits.sum() * 0.0
-    return uld_distance(s, t, s_tail, t_tail).mean()
+    return _position_mean(uld_distance(s, t, s_tail, t_tail), weights)
 
 
 def aligned_kd_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, teacher_ids: torch.Tensor,
                     t2s: torch.Tensor, *, kind: str = "forward_kl", beta: float = 0.5,
-                    temperature: float = 1.0) -> torch.Tensor:
+                    temperature: float = 1.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The hybrid loss of aligned positions: ``mean_t [T**2 D(q_S,t, q_T,t) + W1(unshared)]``.
 
     ``student_logits``: ``[N, V_S]``; ``teacher_logp`` / ``teacher_ids``: ``[N, K]`` the
@@ -201,14 +210,15 @@ def aligned_kd_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, te
     (:func:`~codistill.training.cross_tokenizer.piece_map`).  ``q``: the distributions over
     the shared pieces among the K teacher entries plus a rest bucket; the unshared part
     compares the teacher's unshared entries with the student's unshared probabilities,
-    both sorted, over the K largest (all of them when the teacher's K covers its vocabulary)."""
+    both sorted, over the K largest (all of them when the teacher's K covers its vocabulary).
+    ``weights`` ``[N]``: a weighted mean over positions instead (on-policy feedback)."""
     s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
     t_logp = teacher_logp.float()
     if s_logp.shape[0] == 0:
         return student_logits.sum() * 0.0
     t2s = t2s.to(s_logp.device)
     if teacher_ids is None:
-        return _aligned_dense(s_logp, t_logp, t2s, kind, beta, temperature)
+        return _aligned_dense(s_logp, t_logp, t2s, kind, beta, temperature, weights)
     sid = t2s[teacher_ids.long()]  # [N, K]
     shared = sid >= 0
     neg = torch.tensor(2 * LOG_FLOOR, device=s_logp.device)  # "absent": exp() is 0, gradients stay finite
@@ -224,11 +234,11 @@ def aligned_kd_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, te
     k = s_un.shape[-1] if t_un.shape[-1] >= t2s.shape[0] else min(t_un.shape[-1], s_un.shape[-1])
     s_top = torch.topk(s_un, k, dim=-1).values
     t_top = torch.sort(t_un, dim=-1, descending=True).values
-    return (kd + uld_distance(s_top, t_top)).mean()
+    return _position_mean(kd + uld_distance(s_top, t_top), weights)
 
 
 def _aligned_dense(s_logp: torch.Tensor, t_logp: torch.Tensor, t2s: torch.Tensor, kind: str, beta: float,
-                   temperature: float) -> torch.Tensor:
+                   temperature: float, weights: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`aligned_kd_loss` with the teacher's whole vocabulary (``t_logp`` in id order):
     the shared columns are gathered once, and the unshared parts sorted only as far as the
     shorter one reaches (the longer one's remainder is its tail: ``W1`` exactly)."""
@@ -242,7 +252,7 @@ def _aligned_dense(s_logp: torch.Tensor, t_logp: torch.Tensor, t2s: torch.Tensor
     k = min(s_un.shape[-1], t_un.shape[-1])
     s_top, s_tail = sorted_probs(s_un.clamp(min=1e-45).log(), k)
     t_top, t_tail = sorted_probs(t_un.clamp(min=1e-45).log(), k)
-    return (kd * temperature ** 2 + uld_distance(s_top, t_top, s_tail, t_tail)).mean()
+    return _position_mean(kd * temperature ** 2 + uld_distance(s_top, t_top, s_tail, t_tail), weights)
 
 
 def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,23 @@ One training step (:meth:`OnPolicyStudentLM.training_step`):
    (:func:`codistill.training.losses.kd_loss` with per-sequence weights).  A batch whose every
    weight is 0 gives a zero loss that still runs the backward, so DDP ranks stay in step.
 
+Across tokenizers (``spec.cross`` ``uld`` / ``aligned``, from ``method.cross_tokenizer``): every
+row -- the teacher's sample or the student's rollout -- is handled as *text*.  The rollout is
+decoded and the (prompt, completion) text encoded through both tokenizers
+(:func:`codistill.training.cross_tokenizer.encode_cross`, as cross-tokenizer KD does): the
+student learns on the canonical tokenization of its own sample, the teacher scores the same
+characters in its own tokens, and the paired completion positions carry the loss (ULD, or the
+aligned hybrid with the generalised JSD at ``beta`` on the shared pieces), weighted per sequence
+as above.
+
+Rounds (``rollout_every`` = N > 1): rollouts are drawn once per round, in one generation call,
+as TRL's ``steps_per_generation`` does.  The first on-policy step of a round samples its own
+batch's prompts plus (N - 1) x B prompts drawn (seeded by seed, step and rank) from the training
+examples, and judges them all; the next on-policy steps of the round (the N steps from its
+start) take the pool's next B rows.  Those rows were sampled by the weights at the round's start:
+up to N - 1 updates old (slightly off-policy), for one larger, better-batched sampling call per
+round.  N = 1 is the per-step behaviour above.  A run resumed mid-round draws a new pool.
+
 Time per part of the last step is kept in ``OnPolicyStudentLM.last_times`` (``rollout``: sampling,
 ``judge``: the sandbox, ``teacher``: the teacher's forward) for benchmarks/bench_onpolicy.py.
 """
@@ -57,6 +74,7 @@ class OnPolicySpec(KDSpec):
     pass_weight: float = 0.5
     max_new_tokens: int = 128
     rollout_temperature: float = 1.0
+    rollout_every: int = 1  # rollouts drawn once per round of this many steps (a pool of N x B rows)
     fixed_length: bool = False  # rollouts of exactly max_new_tokens (no stop, no eos): benchmarks compare at one length
     seed: int = 0
     examples: list = field(default_factory=list)  # {"prompt", "completion", "problem": index}
@@ -65,6 +83,8 @@ class OnPolicySpec(KDSpec):
     rendered: list = field(default_factory=list)  # the student's zero-shot Prompt of each problem
     timeout_s: float = 5.0
     memory_mb: int = 1024
+    teacher_tokenizer: Any = None  # across tokenizers (cross uld / aligned): the teacher's tokenizer
+    max_len: int = 512  # across tokenizers: train.max_seq_len for encoding rows on the fly
 
     def make_modules(self, model, data, cfg, **speed):
         """The (data module, LightningModule) pair :func:`codistill.training.kd.kd_modules` hands on."""
@@ -145,11 +165,13 @@ class VocabCut:
 
 # --------------------------------------------------------------------------- data
 def collate_prompts(batch: list[dict], pad_id: int) -> dict:
-    """:func:`collate` of the teacher samples, plus each row's ``prompt_ids`` (a list) and
-    ``problem`` index, and weights 1."""
+    """:func:`collate` of the teacher samples, plus each row's ``prompt_ids`` (a list), its
+    ``prompt`` and ``completion`` text (lists) and ``problem`` index, and weights 1."""
     out = collate([{"input_ids": x["input_ids"], "labels": x["labels"]} for x in batch], pad_id)
     out["weights"] = torch.ones((len(batch), 1))
     out["prompt_ids"] = [x["prompt_ids"] for x in batch]
+    out["prompt"] = [x.get("prompt", "") for x in batch]
+    out["completion"] = [x.get("completion", "") for x in batch]
     out["problem"] = torch.tensor([x["problem"] for x in batch], dtype=torch.long)
     return out
 
@@ -167,7 +189,8 @@ class OnPolicyDataModule(pl.LightningDataModule):
         for x in examples:
             enc = encode_example(tokenizer, x["prompt"], x["completion"], max_len=max_len, mask_prompt=True)
             prompt = tokenizer(x["prompt"], add_special_tokens=False).input_ids[-room:]
-            self.items.append({**enc, "prompt_ids": prompt, "problem": int(x["problem"])})
+            self.items.append({**enc, "prompt_ids": prompt, "problem": int(x["problem"]), "prompt": x["prompt"],
+                               "completion": x["completion"]})
         random.Random(seed).shuffle(self.items)
 
     @property
@@ -196,7 +219,8 @@ class OnPolicyStudentLM(KDStudentLM):
         self.save_hyperparameters({"onpolicy_lmbda": spec.lmbda, "onpolicy_seq_kd": spec.seq_kd,
                                    "onpolicy_feedback": spec.feedback, "onpolicy_pass_weight": spec.pass_weight,
                                    "onpolicy_max_new_tokens": spec.max_new_tokens,
-                                   "onpolicy_rollout_temperature": spec.rollout_temperature})
+                                   "onpolicy_rollout_temperature": spec.rollout_temperature,
+                                   "onpolicy_rollout_every": spec.rollout_every})
         self.tok = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.end_ids = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
@@ -204,6 +228,8 @@ class OnPolicyStudentLM(KDStudentLM):
         self.last_times: dict[str, float] = {}
         self.last_rollout_tokens: list[int] = []  # tokens sampled per row in the last rollout
         self._batch_idx = 0
+        self._pool: dict | None = None  # rollout_every > 1: the round's sampled, judged rows
+        self._prompt_ids: dict[int, list[int]] = {}  # example index -> its prompt's token ids
 
     # ------------------------------------------------------------------ rollouts
     @torch.no_grad()
@@ -258,31 +284,98 @@ class OnPolicyStudentLM(KDStudentLM):
                                    [[t] for t in texts], timeout_s=s.timeout_s, memory_mb=s.memory_mb)
         return [js[0].passed for js in judged]
 
-    def rollout(self, batch: dict) -> tuple[dict, dict]:
-        """The on-policy batch made from ``batch``'s prompts, and its figures."""
-        s = self.spec
+    def example_prompt_ids(self, i: int) -> list[int]:
+        """Example ``i``'s prompt as the data module encodes it (left-truncated to leave room)."""
+        if i not in self._prompt_ids:
+            room = max(1, self.spec.max_len - self.spec.max_new_tokens)
+            self._prompt_ids[i] = self.tok(self.spec.examples[i]["prompt"], add_special_tokens=False).input_ids[-room:]
+        return self._prompt_ids[i]
+
+    def draw(self, prompt_ids: list[list[int]], prompts: list[str], problems: list[int]) -> dict:
+        """Sample one completion per prompt and judge it: the rows' ``prompt_ids``, ``prompt``,
+        ``problem``, ``comps`` (token ids), ``texts`` and ``passed``, and the two timings."""
         t0 = time.perf_counter()
-        comps = self.sample(batch["prompt_ids"])
+        comps = self.sample(prompt_ids)
         t1 = time.perf_counter()
+        texts = self.tok.batch_decode(comps, skip_special_tokens=True)
         # judged with feedback=none too: train/rollout_pass_rate shows the student improving
-        passed = self.judge(batch["problem"].tolist(), self.tok.batch_decode(comps, skip_special_tokens=True))
-        t2 = time.perf_counter()
+        passed = self.judge(problems, texts)
+        return {"prompt_ids": list(prompt_ids), "prompt": list(prompts), "problem": list(problems), "comps": comps,
+                "texts": texts, "passed": passed, "times": (t1 - t0, time.perf_counter() - t1)}
+
+    def rows_for(self, batch: dict) -> tuple[dict, tuple[float, float]]:
+        """This step's sampled rows: drawn now for the batch's prompts (``rollout_every`` 1), or the
+        next B rows of the round's pool, drawn when a round starts (see the module docstring)."""
+        from codistill import distributed
+
+        s = self.spec
+        bs = len(batch["prompt_ids"])
+        own = (batch["prompt_ids"], list(batch["prompt"]), batch["problem"].tolist())
+        if s.rollout_every <= 1:
+            rows = self.draw(*own)
+            return rows, rows["times"]
+        times = (0.0, 0.0)
+        pool = self._pool
+        if pool is None or pool["at"] >= len(pool["problem"]) or self.steps - pool["born"] >= s.rollout_every:
+            rng = random.Random(f"on_policy_pool:{s.seed}:{self.steps}:{distributed.rank()}")
+            picks = [rng.randrange(len(s.examples)) for _ in range((s.rollout_every - 1) * bs)]
+            pool = self.draw(own[0] + [self.example_prompt_ids(i) for i in picks],
+                             own[1] + [s.examples[i]["prompt"] for i in picks],
+                             own[2] + [int(s.examples[i]["problem"]) for i in picks])
+            pool.update(born=self.steps, at=0)
+            self._pool, times = pool, pool["times"]
+        a, b = pool["at"], pool["at"] + bs
+        pool["at"] = b
+        keys = ("prompt_ids", "prompt", "problem", "comps", "texts", "passed")
+        return {k: pool[k][a:b] for k in keys}, times
+
+    def rollout(self, batch: dict) -> tuple[dict, dict]:
+        """The on-policy batch made from ``batch``'s prompts (or the round's pool), and its figures."""
+        s = self.spec
+        rows, (t_sample, t_judge) = self.rows_for(batch)
+        comps, texts, passed = rows["comps"], rows["texts"], rows["passed"]
         weights = feedback_weights(passed, s.feedback, s.pass_weight)
-        new = rollout_batch(batch["prompt_ids"], comps, weights, pad_id=self.pad_id)
-        new = {k: v.to(self.device) for k, v in new.items()}
-        if s.seq_kd:  # the batch's teacher samples beside the student's own
-            new = concat_batches(new, {k: batch[k] for k in ("input_ids", "labels", "attention_mask", "weights")},
-                                 self.pad_id)
-        self.last_times.update(rollout=t1 - t0, judge=t2 - t1)
+        if s.cross != "shared":  # across tokenizers: rows as text, through both tokenizers
+            prompts, completions = list(rows["prompt"]), list(texts)
+            if s.seq_kd:
+                prompts, completions = prompts + list(batch["prompt"]), completions + list(batch["completion"])
+                weights = weights + [1.0] * len(batch["prompt"])
+            new = self.cross_batch(prompts, completions, weights)
+        else:
+            new = rollout_batch(rows["prompt_ids"], comps, weights, pad_id=self.pad_id)
+            new = {k: v.to(self.device) for k, v in new.items()}
+            if s.seq_kd:  # the batch's teacher samples beside the student's own
+                new = concat_batches(new, {k: batch[k] for k in ("input_ids", "labels", "attention_mask", "weights")},
+                                     self.pad_id)
+        self.last_times.update(rollout=t_sample, judge=t_judge)
         self.last_rollout_tokens = [len(c) for c in comps]
         return new, {"train/rollout_tokens": float(sum(len(c) for c in comps)) / len(comps),
                      "train/rollout_pass_rate": sum(passed) / len(passed)}
 
+    def cross_batch(self, prompts: list[str], completions: list[str], weights: list[float]) -> dict:
+        """Across tokenizers: the (prompt, completion) texts through both tokenizers, their completion
+        positions paired (:func:`~codistill.training.cross_tokenizer.encode_cross`), collated as
+        cross-tokenizer KD batches are (:func:`~codistill.training.kd.collate_cross`), with ``weights``."""
+        from codistill.training.cross_tokenizer import encode_cross
+        from codistill.training.kd import collate_cross
+
+        s = self.spec
+        items = []
+        for p, c in zip(prompts, completions):
+            x = encode_cross(self.tok, s.teacher_tokenizer, p, c, max_len=s.max_len, mask_prompt=True, mode=s.cross)
+            items.append({**x.student, "teacher_input_ids": x.teacher["input_ids"], "s_pos": x.s_pos, "t_pos": x.t_pos})
+        out = collate_cross(items, self.pad_id, s.teacher_pad_id)
+        out["weights"] = torch.tensor(weights, dtype=torch.float32).unsqueeze(1)
+        return {k: v.to(self.device) for k, v in out.items()}
+
     # ------------------------------------------------------------------ the loss
     def gkd_loss(self, batch: dict) -> torch.Tensor:
         """Generalised JSD (``beta``) at ``temperature`` over the labelled (completion) tokens,
-        each sequence weighted by ``batch["weights"]``; the teacher runs without grad."""
+        each sequence weighted by ``batch["weights"]``; the teacher runs without grad.  Across
+        tokenizers: :meth:`cross_gkd_loss`."""
         s = self.spec
+        if s.cross != "shared":
+            return self.cross_gkd_loss(batch)
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             use_cache=False).logits
         t0 = time.perf_counter()
@@ -292,6 +385,34 @@ class OnPolicyStudentLM(KDStudentLM):
         self.last_times["teacher"] = time.perf_counter() - t0
         return kd_loss(logits[:, :-1, :s.vocab_size], t_logits[:, :-1, :s.vocab_size], batch["labels"][:, 1:],
                        kind="jsd", beta=s.beta, temperature=s.temperature, weights=batch["weights"])
+
+    def cross_gkd_loss(self, batch: dict) -> torch.Tensor:
+        """Across tokenizers: the student's logits at its paired positions (``s_pos``) against the
+        teacher's at the same text (``t_pos`` in the teacher's tokens): ULD (``cross=uld``; ``beta``
+        unused) or the aligned hybrid with the generalised JSD at ``beta`` on the shared pieces
+        (``cross=aligned``), each position weighted by its sequence's weight."""
+        import torch.nn.functional as F
+
+        from codistill.training.losses import aligned_kd_loss, uld_loss
+
+        s = self.spec
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            use_cache=False).logits
+        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+        m = batch["pos_mask"]
+        student = logits[:, :-1][rows, batch["s_pos"]][m][..., :s.vocab_size]
+        weights = torch.broadcast_to(batch["weights"], m.shape)[m]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            t = self.teacher(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                             use_cache=False).logits
+            t = t[:, :-1][rows, batch["t_pos"]][m][..., :s.teacher_vocab_size]
+            t_logp = F.log_softmax(t.float() / s.temperature, dim=-1)
+        self.last_times["teacher"] = time.perf_counter() - t0
+        if s.cross == "uld":
+            return uld_loss(student, t_logp, complete=True, temperature=s.temperature, weights=weights)
+        return aligned_kd_loss(student, t_logp, None, s.t2s, kind="jsd", beta=s.beta, temperature=s.temperature,
+                               weights=weights)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         s = self.spec
@@ -304,6 +425,8 @@ class OnPolicyStudentLM(KDStudentLM):
         figures = {}
         if on:
             batch, figures = self.rollout(batch)
+        elif s.cross != "shared":  # the teacher's samples, through both tokenizers
+            batch = self.cross_batch(list(batch["prompt"]), list(batch["completion"]), [1.0] * bs)
         loss = self.gkd_loss(batch)
         figures.update({"train/onpolicy_fraction": self.on_steps / self.steps,
                         "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"]})
