@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/bench_onpolicy.py [--student smollm2-135m-instruct] [--teacher SAME]
         [--batch 4] [--seq-len 256] [--new-tokens 128] [--steps 4] [--warmup 1] [--top-k 64]
+        [--rollout-every N]
 
 All three are the real code path: a Lightning Trainer (``codistill.training.build_trainer``, the
 run's precision) fitting ``StudentLM`` (SFT), ``KDStudentLM`` with the teacher's top-k log-probs
@@ -20,6 +21,9 @@ of the rest are reported, and the on-policy steps' mean split into rollout (samp
 backward + optimizer), each step's update being its time less its other parts.  With only
 SmolLM2 packaged, SmolLM2 is its own teacher (cached KD's step time does not depend on the
 teacher; the on-policy teacher forward costs what this teacher costs).
+``--rollout-every N`` adds on-policy in rounds (``method.rollout_every=N``: one sampling call of
+N x batch rows per N steps); its row reports the *mean* step time over whole rounds (the first
+step of a round carries the sampling, the others none), beside per-step on-policy's mean.
 """
 from __future__ import annotations
 
@@ -98,6 +102,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--top-k", type=int, default=64)
+    ap.add_argument("--rollout-every", type=int, default=1,
+                    help="also time on-policy in rounds of N steps (one sampling call of N x batch rows)")
     args = ap.parse_args()
 
     from codistill.datasets import load_problems
@@ -144,13 +150,20 @@ def main() -> int:
         dm_kd, module = kd_modules(student, datamodule(), rc, KDSpec(vocab_size=vocab, topk_dir=str(store)))
         results["KD cached"] = time_fit("KD cached", module, dm_kd, rc, Path(tmp) / "kd", args.warmup)
         student = load_model(rc.student, cache, for_training=True)
-        spec = OnPolicySpec(beta=0.5, temperature=1.0, vocab_size=vocab, teacher=teacher, lmbda=1.0,
-                            feedback="failed_only", max_new_tokens=args.new_tokens, rollout_temperature=1.0,
-                            fixed_length=not args.natural_length, examples=examples, task=task, problems=problems,
-                            rendered=rendered,
-                            timeout_s=rc.task.timeout_s, memory_mb=rc.task.memory_mb)
-        dm_on, module = kd_modules(student, datamodule(), rc, spec)
+        def on_policy_spec(every: int) -> OnPolicySpec:
+            return OnPolicySpec(beta=0.5, temperature=1.0, vocab_size=vocab, teacher=teacher, lmbda=1.0,
+                                feedback="failed_only", max_new_tokens=args.new_tokens, rollout_temperature=1.0,
+                                fixed_length=not args.natural_length, examples=examples, task=task,
+                                problems=problems, rendered=rendered, rollout_every=every, max_len=args.seq_len,
+                                timeout_s=rc.task.timeout_s, memory_mb=rc.task.memory_mb)
+
+        dm_on, module = kd_modules(student, datamodule(), rc, on_policy_spec(1))
         results["on-policy"] = time_fit("on-policy", module, dm_on, rc, Path(tmp) / "onpolicy", args.warmup)
+        if args.rollout_every > 1:
+            student = load_model(rc.student, cache, for_training=True)
+            dm_r, module = kd_modules(student, datamodule(), rc, on_policy_spec(args.rollout_every))
+            results[f"rounds of {args.rollout_every}"] = time_fit("rounds", module, dm_r, rc, Path(tmp) / "rounds",
+                                                                  args.warmup)
 
     med = {name: statistics.median(t.times[args.warmup:]) for name, t in results.items()}
     sft = med["SFT"]
@@ -168,6 +181,15 @@ def main() -> int:
               f"{p} {s:.3f} s ({100 * s * len(timed) / total:.0f}%)" for p, s in parts.items()))
     print(f"on-policy / SFT step time = {med['on-policy'] / sft:.2f}x; "
           f"on-policy / cached KD = {med['on-policy'] / med['KD cached']:.2f}x")
+    if args.rollout_every > 1:  # means: a round's first step samples for the whole round
+        n = args.rollout_every
+        first = -(-args.warmup // n) * n  # the first round that starts after the warmup steps
+        rounds = results[f"rounds of {n}"].times[first:]
+        whole = rounds[:len(rounds) // n * n] or rounds  # give --steps >= 2 x N for a whole round
+        per_step = statistics.mean(on.times[args.warmup:])
+        print(f"on-policy in rounds of {n}: mean {statistics.mean(whole):.3f} s/step over {len(whole)} steps "
+              f"(whole rounds) vs per-step sampling mean {per_step:.3f} s/step = "
+              f"{statistics.mean(whole) / per_step:.2f}x")
     return 0
 
 

@@ -46,11 +46,13 @@ def test_kd_benchmark_prints_kd_over_sft_step_time(tmp_path):
 
 
 def test_onpolicy_benchmark_prints_the_step_split_beside_sft_and_cached_kd(tmp_path):
-    out = bench("bench_onpolicy.py", "--student", "tiny", "--steps", "2", "--warmup", "1", "--seq-len", "64",
-                "--new-tokens", "8", tmp_path=tmp_path)
+    out = bench("bench_onpolicy.py", "--student", "tiny", "--steps", "4", "--warmup", "1", "--seq-len", "64",
+                "--new-tokens", "8", "--rollout-every", "2", tmp_path=tmp_path)
     for name in ("SFT", "KD cached", "on-policy"):
         assert re.search(rf"^{name}\s+[\d.]+\s+[\d.]+x\s+[\d.]+x$", out, re.M), out
     assert re.search(r"on-policy step split \(means over the timed steps; rollouts \d+ new tokens per row on "
                      r"average\): rollout [\d.]+ s \(\d+%\), judge [\d.]+ s \(\d+%\), "
                      r"teacher [\d.]+ s \(\d+%\), update [\d.]+ s \(\d+%\)", out), out
     assert re.search(r"on-policy / SFT step time = [\d.]+x; on-policy / cached KD = [\d.]+x", out), out
+    assert re.search(r"on-policy in rounds of 2: mean [\d.]+ s/step over 2 steps \(whole rounds\) vs per-step "
+                     r"sampling mean [\d.]+ s/step = [\d.]+x", out), out
