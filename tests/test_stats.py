@@ -66,6 +66,20 @@ def test_paired_difference_pairs_problems():
         S.paired_difference([1, 0], [1, 0, 1])
 
 
+def test_the_detectable_effect_never_shrinks_with_a_tiny_observed_spread():
+    """One problem of 12 differing by one seed in three has a spread of 0.048: the normal formula
+    alone would claim 0.04 resolvable; a sign-flip test over 12 problems cannot reject below 6/12."""
+    assert S.sign_test_floor(12) == 0.5 and S.sign_test_floor(164) == pytest.approx(6 / 164)
+    assert S.sign_test_floor(4) == 1.0 and S.sign_test_floor(12, alpha=0.01) == pytest.approx(8 / 12)
+    a = np.zeros((3, 12))
+    a[0, 0] = 1.0  # one seed of three solved one problem
+    d = S.paired_difference(a, np.zeros((3, 12)))
+    assert d.diff == pytest.approx(1 / 36) and not d.resolved
+    assert d.mde == 0.5  # max(2.80 x 0.5 / sqrt(12) = 0.404, 6 / 12)
+    big = S.paired_difference(np.ones(164), (np.arange(164) % 2).astype(float))  # 82 differ one way
+    assert big.resolved and big.mde == pytest.approx(2.8016 * 0.5015 / 164 ** 0.5, rel=1e-3)
+
+
 def test_scores_from_samples_rows(tmp_path):
     rows = [{"problem_id": "a", "samples": [{"kind": "greedy", "passed": True},
                                              {"kind": "sampled", "passed": False}, {"kind": "sampled", "passed": True},

@@ -207,6 +207,17 @@ def minimum_detectable_effect(n_problems: int, sd: float = PLANNING_SD, *, alpha
     return (z(1 - alpha / 2) + z(power)) * sd / math.sqrt(n_problems)
 
 
+def sign_test_floor(n_problems: int, alpha: float = 0.05) -> float:
+    """The smallest difference in pass rate a two-sided sign-flip test over ``n_problems`` 0/1
+    results can call significant at all: at least ``k`` problems must differ, all one way, where
+    ``2 / 2**k <= alpha`` (``alpha`` .05: ``k`` = 6), each moving the mean by ``1 / n`` -- so
+    ``k / n`` (capped at 1).  E.g. 12 problems: 0.5; 164: 0.037."""
+    if n_problems < 1:
+        raise ValueError(f"sign_test_floor: n_problems must be >= 1, got {n_problems}")
+    k = math.ceil(math.log2(2 / alpha) - 1e-12)
+    return min(1.0, k / n_problems)
+
+
 def paired_difference(a, b, *, alpha: float = 0.05, n_boot: int = N_BOOTSTRAP, seed: int = SEED) -> Difference:
     """``mean(a) - mean(b)`` for two configurations scored on the same problems (columns).
 
@@ -214,8 +225,12 @@ def paired_difference(a, b, *, alpha: float = 0.05, n_boot: int = N_BOOTSTRAP, s
     percentile bootstrap that draws the problems once per replicate for both (the pairing:
     a hard problem is hard for both) and each side's seeds separately.  The p-value is the
     sign-flip test on the per-problem differences of the seed means.  The minimum detectable
-    effect uses the observed spread of those differences (:data:`PLANNING_SD` where they are
-    all equal, which says nothing about how much two methods can disagree).
+    effect is the normal approximation with the observed spread of those differences, never
+    below :data:`PLANNING_SD` (a spread seen on a handful of differing problems -- or none --
+    says little about how much two methods can disagree), and never below
+    :func:`sign_test_floor` (the test cannot reject with fewer differing problems): a test set
+    of 12 problems resolves about 0.5, not the 0.04 that one differing problem's tiny spread
+    would give.
     """
     a, b = _as_matrix(a), _as_matrix(b)
     if a.shape[1] != b.shape[1]:
@@ -224,7 +239,7 @@ def paired_difference(a, b, *, alpha: float = 0.05, n_boot: int = N_BOOTSTRAP, s
     d = a.mean(axis=0) - b.mean(axis=0)
     diff = float(d.mean())
     sd = float(d.std(ddof=1)) if n > 1 else 0.0
-    mde = minimum_detectable_effect(n, sd if sd > 0 else PLANNING_SD, alpha=alpha)
+    mde = max(minimum_detectable_effect(n, max(sd, PLANNING_SD), alpha=alpha), sign_test_floor(n, alpha))
     if np.all(d == d[0]) and a.shape[0] == 1 and b.shape[0] == 1:  # no spread to resample
         return Difference(diff, diff, diff, sign_flip_pvalue(d, seed=seed), n, mde)
     rng = np.random.default_rng(seed)
