@@ -275,7 +275,7 @@ def test_the_other_tiny_tokenizer_is_another_vocabulary_of_the_same_text(tmp_pat
     assert resolve_mode("auto", b, a) == ("aligned", 0)
 
 
-@pytest.mark.parametrize("mode", ["uld", "aligned"])
+@pytest.mark.parametrize("mode", ["uld", "aligned", "projected"])
 def test_kd_across_tokenizers_trains_online_and_cached_alike(compose, tmp_path, mode):
     """A real fit (Lightning, the method's data path) across two tokenizers lowers the KD term;
     the cached store (k = the teacher's vocabulary) gives the online loss exactly."""
@@ -285,7 +285,7 @@ def test_kd_across_tokenizers_trains_online_and_cached_alike(compose, tmp_path, 
     from codistill.models.tiny import build_tiny_model, load_tiny_tokenizer
     from codistill.config import TinyConfig
     from codistill.training import train_student
-    from codistill.training.cross_tokenizer import tokenizer_piece_map
+    from codistill.training.cross_tokenizer import tokenizer_piece_map, tokenizer_projection_map
     from codistill.training.kd import (CrossDataset, KDSpec, KDStudentLM, TopKReader, collate_cross, precompute_topk,
                                        sequence_key)
 
@@ -307,7 +307,9 @@ def test_kd_across_tokenizers_trains_online_and_cached_alike(compose, tmp_path, 
         t_items.append(c.teacher)
     vs, vt = len(s_tok), len(t_tok)
     kw = dict(cross=mode, vocab_size=vs, teacher_vocab_size=vt, cross_items=cross, teacher_pad_id=t_tok.pad_token_id,
-              t2s=torch.from_numpy(tokenizer_piece_map(t_tok, s_tok, vt)) if mode == "aligned" else None,
+              t2s={"aligned": lambda: torch.from_numpy(tokenizer_piece_map(t_tok, s_tok, vt)),
+                   "projected": lambda: torch.from_numpy(tokenizer_projection_map(t_tok, s_tok, vt)),
+                   "uld": lambda: None}[mode](),
               alpha=1.0)
     store, _ = precompute_topk(teacher, t_items, root=tmp_path, teacher_id="other", k=vt, temperature=1.0,
                                vocab_size=vt, pad_id=t_tok.pad_token_id, mode=mode)
@@ -393,3 +395,49 @@ def test_position_weights_scale_and_drop_positions(loss):
                                f(student[[0, 2]], t_logp[[0, 2]]))
     zero = f(student, t_logp, torch.zeros(4))
     assert zero.item() == 0.0 and zero.requires_grad
+
+
+
+# --------------------------------------------------------------------------- first-token projection
+def test_projection_map_keeps_shared_pieces_and_maps_the_rest_to_their_first_student_token():
+    from codistill.training.cross_tokenizer import projection_map
+
+    assert projection_map(np.array([-1, 5, -1, 7]), [3, 9, -1, 2]).tolist() == [3, 5, -1, 7]
+
+
+def test_tokenizer_projection_map_reaches_every_piece_of_another_vocabulary(tmp_path):
+    from transformers import AutoTokenizer
+
+    from codistill.training.cross_tokenizer import tokenizer_piece_map, tokenizer_projection_map
+
+    s_tok, t_tok = AutoTokenizer.from_pretrained(str(TINY_TOK)), AutoTokenizer.from_pretrained(str(other_tokenizer(tmp_path)))
+    vt = len(t_tok)
+    pieces, proj = tokenizer_piece_map(t_tok, s_tok, vt), tokenizer_projection_map(t_tok, s_tok, vt)
+    shared = pieces >= 0
+    assert (proj[shared] == pieces[shared]).all()  # a shared piece maps to itself
+    special = set(t_tok.all_special_ids) - {t_tok.eos_token_id}
+    normal = [i for i in range(vt) if i not in special and t_tok.decode([i])]
+    assert all(proj[i] >= 0 for i in normal)  # every other piece reaches the student
+    for i in normal:  # ... at the student token its text begins with
+        assert proj[i] == s_tok(t_tok.decode([i]), add_special_tokens=False).input_ids[0] or shared[i]
+
+
+def test_projected_loss_vanishes_on_the_projected_teacher_and_cached_matches_dense():
+    from codistill.training.losses import projected_kd_loss
+
+    g = torch.Generator().manual_seed(0)
+    t_logp = torch.log_softmax(torch.randn(5, 12, generator=g) * 2, dim=-1)  # teacher over 12 ids
+    t2s = torch.tensor([0, 1, 2, 3, 0, 1, 4, 5, 6, 6, 7, 2])  # many teacher pieces share a student token
+    q = torch.zeros(5, 9).scatter_add_(-1, t2s.expand(5, -1), t_logp.exp())  # student has 9 ids; 8 unreached
+    same = q.clamp(min=1e-30).log()
+    for kind in ("forward_kl", "reverse_kl", "jsd"):
+        assert projected_kd_loss(same, t_logp, None, t2s, kind=kind).item() == pytest.approx(0.0, abs=1e-5)
+        other = torch.randn(5, 9, generator=g)
+        loss = projected_kd_loss(other, t_logp, None, t2s, kind=kind)
+        assert loss.item() > 1e-3 and torch.isfinite(loss)
+        ids = torch.arange(12).expand(5, -1)  # the cached form with k = the whole vocabulary
+        torch.testing.assert_close(projected_kd_loss(other, t_logp, ids, t2s, kind=kind), loss)
+    # a top-k teacher: its tail is a rest bucket, compared with the student's mass outside the reached ids
+    top = torch.topk(t_logp, 4, dim=-1)
+    part = projected_kd_loss(same, top.values, top.indices, t2s)
+    assert torch.isfinite(part) and part.item() < projected_kd_loss(torch.zeros(5, 9), top.values, top.indices, t2s).item()

@@ -298,7 +298,7 @@ def _cross_module(compose, tmp_path, mode, feedback="none", **kw):
     from test_cross_tokenizer import tiny_teacher_dir
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from codistill.training.cross_tokenizer import tokenizer_piece_map
+    from codistill.training.cross_tokenizer import tokenizer_piece_map, tokenizer_projection_map
 
     _, task, problems, rendered, examples = _setup(compose)
     student, tok = _tiny(0)
@@ -308,12 +308,13 @@ def _cross_module(compose, tmp_path, mode, feedback="none", **kw):
         teacher.model.norm.weight.mul_(20)  # a confident teacher: a clear divergence
     spec = _spec(teacher, task, problems, rendered, examples, feedback=feedback, cross=mode, vocab_size=len(tok),
                  teacher_vocab_size=len(t_tok), teacher_tokenizer=t_tok, teacher_pad_id=t_tok.pad_token_id,
-                 max_len=256, t2s=torch.from_numpy(tokenizer_piece_map(t_tok, tok, len(t_tok))) if mode == "aligned"
-                 else None, **kw)
+                 max_len=256, t2s={"aligned": lambda: torch.from_numpy(tokenizer_piece_map(t_tok, tok, len(t_tok))),
+                                   "projected": lambda: torch.from_numpy(tokenizer_projection_map(t_tok, tok, len(t_tok))),
+                                   "uld": lambda: None}[mode](), **kw)
     return _module(student, tok, spec), tok, teacher, examples
 
 
-@pytest.mark.parametrize("mode", ["aligned", "uld"])
+@pytest.mark.parametrize("mode", ["aligned", "uld", "projected"])
 def test_across_tokenizers_rollouts_are_scored_by_the_teacher_in_its_own_tokens(compose, tmp_path, mode):
     module, tok, teacher, examples = _cross_module(compose, tmp_path, mode)
     batch = _batch(tok, examples)

@@ -11,8 +11,9 @@ top-k log-probs cached on disk (:mod:`codistill.training.kd`).
 Before any weights load, :meth:`KD.check` compares the tokenizers and settles
 ``method.cross_tokenizer`` (:func:`codistill.training.cross_tokenizer.resolve_mode`): one
 shared vocabulary (or one extending the other) distils token by token; otherwise (``auto``)
-the two tokenizations of each text are aligned by their character spans (``aligned``), or
-compared by ULD (``uld``); ``refuse`` keeps the early :class:`TokenizerMismatch`.
+the two tokenizations of each text are aligned by their character spans (``aligned``; with the
+teacher's distribution carried onto the student's vocabulary: ``projected``), or compared by ULD
+(``uld``); ``refuse`` keeps the early :class:`TokenizerMismatch`.
 """
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ class KDConfig(EKTConfig):
     teacher_logits: str = "online"  # online | cached
     top_k: int = 64  # cached only: teacher log-probs kept per position
     teacher_batch_size: int = 8  # cached only: sequences per teacher forward when precomputing
-    cross_tokenizer: str = "auto"  # auto | uld | aligned | refuse: a teacher of another vocabulary
+    cross_tokenizer: str = "auto"  # auto | uld | aligned | projected | refuse: a teacher of another vocabulary
 
     def check(self, key: str) -> None:
         super().check(key)
-        choice(self.cross_tokenizer, f"{key}.cross_tokenizer", ("auto", "uld", "aligned", "refuse"))
+        choice(self.cross_tokenizer, f"{key}.cross_tokenizer", ("auto", "uld", "aligned", "projected", "refuse"))
         choice(self.loss, f"{key}.loss", ("forward_kl", "reverse_kl", "jsd"))
         check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
         check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
@@ -107,7 +108,7 @@ class KD(EKT):
         returns the teacher's items."""
         import torch
 
-        from codistill.training.cross_tokenizer import encode_cross, tokenizer_piece_map
+        from codistill.training.cross_tokenizer import encode_cross, tokenizer_piece_map, tokenizer_projection_map
         from codistill.training.kd import sequence_key
 
         cfg = ctx.cfg
@@ -116,6 +117,8 @@ class KD(EKT):
         spec.teacher_pad_id = t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id
         if self.mode == "aligned":
             spec.t2s = torch.from_numpy(tokenizer_piece_map(t_tok, s_tok, spec.teacher_vocab_size))
+        elif self.mode == "projected":
+            spec.t2s = torch.from_numpy(tokenizer_projection_map(t_tok, s_tok, spec.teacher_vocab_size))
         spec.cross_items, teacher_items, n_pos, n_tok = {}, [], 0, 0
         for x in result.pairs:
             c = encode_cross(s_tok, t_tok, x["prompt"], x["completion"], max_len=cfg.train.max_seq_len,
@@ -127,8 +130,9 @@ class KD(EKT):
             n_tok += sum(1 for v in c.student["labels"][1:] if v != -100)
         result.metrics.update({"kd/cross_positions": n_pos, "kd/cross_position_share": round(n_pos / max(n_tok, 1), 4),
                                "kd/vocab_size": spec.vocab_size, "kd/teacher_vocab_size": spec.teacher_vocab_size})
-        if spec.t2s is not None:
-            result.metrics["kd/shared_pieces"] = int((spec.t2s >= 0).sum())
+        if spec.t2s is not None:  # aligned: pieces both vocabularies share; projected: teacher pieces mapped
+            key = "kd/shared_pieces" if self.mode == "aligned" else "kd/mapped_pieces"
+            result.metrics[key] = int((spec.t2s >= 0).sum())
         return teacher_items
 
     def _precompute(self, ctx: RunContext, teacher, pairs: list[dict], teacher_items: list[dict] | None = None,

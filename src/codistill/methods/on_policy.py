@@ -49,11 +49,11 @@ class OnPolicyConfig(EKTConfig):
     max_new_tokens: Optional[int] = None  # rollout length; null: sampling.max_new_tokens
     rollout_temperature: float = 1.0  # the student's sampling temperature (0: greedy)
     rollout_every: int = 1  # >1: rollouts drawn once per round of this many steps, N x B at a time (one call)
-    cross_tokenizer: str = "auto"  # auto | uld | aligned | refuse: a teacher of another vocabulary (as kd)
+    cross_tokenizer: str = "auto"  # auto | uld | aligned | projected | refuse: another vocabulary (as kd)
 
     def check(self, key: str) -> None:
         super().check(key)
-        choice(self.cross_tokenizer, f"{key}.cross_tokenizer", ("auto", "uld", "aligned", "refuse"))
+        choice(self.cross_tokenizer, f"{key}.cross_tokenizer", ("auto", "uld", "aligned", "projected", "refuse"))
         check(0.0 <= self.lmbda <= 1.0, f"{key}.lmbda", f"must be in [0, 1], got {self.lmbda}")
         check(0.0 <= self.beta <= 1.0, f"{key}.beta", f"must be in [0, 1], got {self.beta}")
         check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
@@ -119,7 +119,7 @@ class OnPolicy(KD):
         (``aligned``), into ``spec`` (rows are encoded in the training step)."""
         import torch
 
-        from codistill.training.cross_tokenizer import tokenizer_piece_map
+        from codistill.training.cross_tokenizer import tokenizer_piece_map, tokenizer_projection_map
 
         s_tok, t_tok = ctx.tokenizer("student"), ctx.tokenizer("teacher")
         spec.cross, spec.vocab_size, spec.teacher_vocab_size = self.mode, len(s_tok), len(t_tok)
@@ -127,3 +127,5 @@ class OnPolicy(KD):
         spec.teacher_pad_id = t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id
         if self.mode == "aligned":
             spec.t2s = torch.from_numpy(tokenizer_piece_map(t_tok, s_tok, spec.teacher_vocab_size))
+        elif self.mode == "projected":
+            spec.t2s = torch.from_numpy(tokenizer_projection_map(t_tok, s_tok, spec.teacher_vocab_size))

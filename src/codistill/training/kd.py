@@ -43,7 +43,8 @@ from torch.utils.data import DataLoader
 
 from codistill.generation.cache import digest
 from codistill.training.data import PairDataModule, PairDataset, collate
-from codistill.training.losses import IGNORE, aligned_kd_loss, ce_loss, kd_loss, mix, sparse_kd_loss, uld_loss
+from codistill.training.losses import (IGNORE, aligned_kd_loss, ce_loss, kd_loss, mix, projected_kd_loss,
+                                      sparse_kd_loss, uld_loss)
 from codistill.training.module import StudentLM
 from codistill.training.resume import ResumableLoader
 
@@ -63,7 +64,7 @@ class KDSpec:
     topk_dir: str | None = None  # cached: a finished precompute_topk directory
     cross: str = "shared"  # shared | uld | aligned (codistill.training.cross_tokenizer)
     teacher_vocab_size: int = 0  # cross-tokenizer: the teacher's vocabulary
-    t2s: Any = None  # aligned: teacher id -> student id of the same piece, or -1 ([V_T] tensor)
+    t2s: Any = None  # aligned: teacher id -> student id of the same piece, or -1; projected: of the first token ([V_T])
     cross_items: dict | None = None  # student sequence key -> teacher_input_ids, s_pos, t_pos
     teacher_pad_id: int = 0
 
@@ -344,7 +345,7 @@ class KDStudentLM(StudentLM):
                       keep: torch.Tensor) -> dict[str, torch.Tensor]:
         """Across tokenizers: CE on the student's own labels; the KD term over the paired
         completion positions (``s_pos`` in the student's row, ``t_pos`` in the teacher's),
-        ULD or the aligned hybrid (:mod:`codistill.training.losses`)."""
+        ULD, the aligned hybrid or the first-token projection (:mod:`codistill.training.losses`)."""
         s = self.spec
         ce = ce_loss(logits[:, :-1][keep], labels[keep])
         rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
@@ -364,6 +365,8 @@ class KDStudentLM(StudentLM):
             raise ValueError("KD needs a teacher: an online teacher model or batches with cached teacher_logp")
         if s.cross == "uld":
             kd = uld_loss(student, t_logp, complete=complete, temperature=s.temperature)
+        elif s.cross == "projected":
+            kd = projected_kd_loss(student, t_logp, t_ids, s.t2s, kind=s.loss, beta=s.beta, temperature=s.temperature)
         else:
             kd = aligned_kd_loss(student, t_logp, t_ids, s.t2s, kind=s.loss, beta=s.beta, temperature=s.temperature)
         return {"kd": kd, "ce": ce, "loss": mix(kd, ce, s.alpha)}

@@ -255,6 +255,36 @@ def _aligned_dense(s_logp: torch.Tensor, t_logp: torch.Tensor, t2s: torch.Tensor
     return _position_mean(kd * temperature ** 2 + uld_distance(s_top, t_top, s_tail, t_tail), weights)
 
 
+def projected_kd_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, teacher_ids: torch.Tensor | None,
+                      t2s: torch.Tensor, *, kind: str = "forward_kl", beta: float = 0.5, temperature: float = 1.0,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+    """KD through first-token projection: ``mean_t T**2 D(p_S,t, P t_T,t)`` over aligned positions.
+
+    ``student_logits``: ``[N, V_S]``; ``teacher_logp`` / ``teacher_ids``: ``[N, K]`` the teacher's
+    log-probs at temperature ``T`` and their ids (a cached top-k), or ``teacher_ids = None`` with
+    ``teacher_logp`` over the whole vocabulary in id order; ``t2s``: ``[V_T]`` each teacher id's
+    student id (:func:`~codistill.training.cross_tokenizer.projection_map`), -1 for none.  The
+    teacher's probabilities are summed per student id (``P t_T``); both sides are compared on
+    the student ids the teacher's entries reach plus one rest bucket (the student's other mass;
+    the teacher's top-k tail and unmapped mass), as the sparse top-k loss does -- exact for a
+    complete teacher whose every piece maps.  ``weights`` ``[N]``: a weighted mean instead."""
+    s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    if s_logp.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    t_p = teacher_logp.float().exp()
+    t2s = t2s.to(s_logp.device)
+    sid = t2s if teacher_ids is None else t2s[teacher_ids.long()]
+    sid = torch.broadcast_to(sid, t_p.shape)
+    mapped = sid >= 0
+    q = torch.zeros_like(s_logp).scatter_add_(-1, sid.clamp(min=0), torch.where(mapped, t_p, 0.0))
+    support = q > 0
+    neg = torch.tensor(2 * LOG_FLOOR, device=s_logp.device)  # "absent": exp() is 0, gradients stay finite
+    t_sup = torch.where(support, q.clamp(min=1e-45).log(), neg)
+    s_sup = torch.where(support, s_logp, neg)
+    d = divergence(topk_with_rest(s_sup), topk_with_rest(t_sup), kind, beta) * temperature ** 2
+    return _position_mean(d, weights)
+
+
 def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over positions whose label is not ``IGNORE`` (aligned)."""
     return F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), labels.reshape(-1),
@@ -266,5 +296,6 @@ def mix(kd: torch.Tensor, ce: torch.Tensor, alpha: float) -> torch.Tensor:
     return alpha * kd + (1.0 - alpha) * ce
 
 
-__all__ = ["IGNORE", "KINDS", "aligned_kd_loss", "ce_loss", "divergence", "kd_loss", "mix", "sorted_probs",
+__all__ = ["IGNORE", "KINDS", "aligned_kd_loss", "ce_loss", "divergence", "kd_loss", "mix", "projected_kd_loss",
+           "sorted_probs",
            "sparse_kd_loss", "topk_with_rest", "uld_distance", "uld_loss"]

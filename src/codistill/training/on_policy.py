@@ -393,7 +393,7 @@ class OnPolicyStudentLM(KDStudentLM):
         (``cross=aligned``), each position weighted by its sequence's weight."""
         import torch.nn.functional as F
 
-        from codistill.training.losses import aligned_kd_loss, uld_loss
+        from codistill.training.losses import aligned_kd_loss, projected_kd_loss, uld_loss
 
         s = self.spec
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -411,6 +411,9 @@ class OnPolicyStudentLM(KDStudentLM):
         self.last_times["teacher"] = time.perf_counter() - t0
         if s.cross == "uld":
             return uld_loss(student, t_logp, complete=True, temperature=s.temperature, weights=weights)
+        if s.cross == "projected":
+            return projected_kd_loss(student, t_logp, None, s.t2s, kind="jsd", beta=s.beta,
+                                     temperature=s.temperature, weights=weights)
         return aligned_kd_loss(student, t_logp, None, s.t2s, kind="jsd", beta=s.beta, temperature=s.temperature,
                                weights=weights)
 
