@@ -111,3 +111,15 @@ def test_sample_scores_follow_the_headline_source(tmp_path):
     assert S.sample_scores(p, m, "eval/") == {"pass@1": {"a": 0.5, "b": 0.0}, "pass@1_greedy": {"a": 0.0, "b": 0.0},
                                               "pass@2": {"a": 1.0, "b": 0.0}}
     assert S.sample_scores(tmp_path / "missing.jsonl", m, "eval/") == {}
+
+
+
+def test_an_interval_near_zero_is_never_narrower_than_the_exact_one():
+    """One seed of three solving one problem of 12 is no surer than none solving any."""
+    a = np.zeros((3, 12))
+    a[0, 0] = 1.0
+    e, zero = S.estimate(a), S.estimate(np.zeros((3, 12)))
+    assert e.value == pytest.approx(1 / 36) and e.how == "bootstrap+exact"
+    assert e.lo == 0.0 and e.hi >= zero.hi == pytest.approx(0.2646, abs=1e-3)
+    mid = S.estimate((np.arange(40) % 2).astype(float))  # far from the ends both agree closely
+    assert mid.lo < 0.5 < mid.hi and mid.hi - mid.lo < 0.4
