@@ -61,7 +61,8 @@ def test_summary_has_mean_spread_and_data_figures_per_method(tmp_path):
 def test_load_sweep_one_row_per_job_with_every_pass_at_k(sweep):
     df = load_sweep(sweep)
     assert list(df.columns) == ["job", "method", "teacher", "student", "dataset", "seed", "eval/pass@1",
-                                "eval_base/pass@1", "eval/pass@10", "data_kept", "time_s", "status", "error"]
+                                "eval_base/pass@1", "eval/pass@10", "data_kept", "time_s", "status", "error",
+                                "overrides"]
     assert list(df["method"]) == ["none", "none", "ekt", "ekt", "kd"]
     assert df.loc[df["method"] == "kd", "status"].item() == "failed"
     assert df.loc[df["method"] == "kd", "error"].item() == "OSError: boom"
@@ -183,3 +184,32 @@ def test_seeds_note_says_what_the_seeds_varied(tmp_path, extra, says):
         m = {k: (seed if v == "seed" else v) for k, v in extra.items()}
         write_job(s, f"{seed}", **job("ekt", seed, 0.1, **m))
     assert seeds_note(load_sweep(s), s) == [says]
+
+
+def test_variants_of_one_method_are_configurations_not_seeds(tmp_path, capsys):
+    """Three on_policy jobs of one seed that differ in a swept option (a method group option, or
+    method.feedback on the command line) are three rows with one seed each, not one with three."""
+    s = tmp_path / "s"
+    runs = [("0_kd", "kd", ["method=kd_cached"]), ("1_on", "on_policy", ["method=on_policy"]),
+            ("2_on_failed", "on_policy", ["method=on_policy_failed_only"]),
+            ("3_on_weighted", "on_policy", ["method=on_policy_weighted"])]
+    for name, method, overrides in runs:
+        job_with_samples(s, name, method, 0, [1, 0, 0, 0])
+        (s / name / ".hydra").mkdir()
+        (s / name / ".hydra" / "overrides.yaml").write_text(
+            "".join(f"- {o}\n" for o in ["seed=0", *overrides, "experiment=repro_onpolicy_offline"]))
+    assert main([str(s), "--out", str(tmp_path / "out")]) == 0
+    ci = pd.read_csv(tmp_path / "out" / "report_ci.csv")
+    rows = ci[ci["metric"] == "eval/pass@1"]
+    assert sorted(rows["config"]) == ["kd", "on_policy", "on_policy_failed_only", "on_policy_weighted"]
+    assert set(rows["seeds"]) == {1}
+    t = tmp_path / "t"  # a swept method option on the command line
+    for i, fb in enumerate(["none", "failed_only"]):
+        job_with_samples(t, f"{i}_fb", "on_policy", 0, [1, 0, 0, 0])
+        (t / f"{i}_fb" / ".hydra").mkdir()
+        (t / f"{i}_fb" / ".hydra" / "overrides.yaml").write_text(
+            f"- seed=0\n- method=on_policy\n- method.feedback={fb}\n- hydra.run.dir=/x/{i}\n")
+    assert main([str(t), "--out", str(tmp_path / "out2")]) == 0
+    rows = pd.read_csv(tmp_path / "out2" / "report_ci.csv")
+    assert sorted(set(rows["config"])) == ["on_policy | method.feedback=failed_only", "on_policy | method.feedback=none"]
+    assert "overrides" in pd.read_csv(tmp_path / "out2" / "report.csv").columns  # what each job set, in the CSV

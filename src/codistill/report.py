@@ -62,6 +62,7 @@ def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     rows = []
     for d, m in jobs:
         row = {"job": str(d.relative_to(sweep_dir)) or ".", **{c: m.get(c) for c in ID_COLUMNS}}
+        row["overrides"] = " ".join(f"{k}={v}" for k, v in job_overrides(d).items())
         row.update({c: m[c] for c in pass_columns(m)})
         row.update({col: m.get(key) for key, col in DATA_COLUMNS.items()})
         row["time_s"] = m.get("time/total_s")
@@ -72,8 +73,25 @@ def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     rows.sort(key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", r["job"])])
     df = pd.DataFrame(rows)
     data = [c for c in DATA_COLUMNS.values() if c == "data_kept" or df[c].notna().any()]
-    cols = ["job", *ID_COLUMNS, *pass_columns(df.columns), *data, "time_s", "status", "error"]
+    cols = ["job", *ID_COLUMNS, *pass_columns(df.columns), *data, "time_s", "status", "error", "overrides"]
     return df[cols]
+
+
+def job_overrides(job_dir: Path) -> dict[str, str]:
+    """The job's command-line overrides (``.hydra/overrides.yaml``: what the sweep set for it),
+    ``{key: value}``; empty when the file is missing or unreadable."""
+    import yaml
+
+    try:
+        items = yaml.safe_load((Path(job_dir) / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return {}
+    out = {}
+    for it in items:
+        key, sep, value = str(it).partition("=")
+        if sep:
+            out[key.lstrip("+~")] = value
+    return out
 
 
 def data_columns(df: pd.DataFrame) -> list[str]:
@@ -82,7 +100,7 @@ def data_columns(df: pd.DataFrame) -> list[str]:
 
 def format_table(df: pd.DataFrame) -> str:
     """The table as aligned text (the long error column last, shortened)."""
-    show = df.copy()
+    show = df.drop(columns=["overrides"], errors="ignore").copy()  # in report.csv, not on the console
     show["error"] = show["error"].fillna("").astype(str).str.slice(0, 60)
     for c in pass_columns(show.columns):
         show[c] = show[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
@@ -96,10 +114,28 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def config_labels(df: pd.DataFrame) -> pd.Series:
-    """A label per row: the method, plus any of teacher/student/dataset the sweep varied."""
+    """A label per row: the method, plus any of teacher/student/dataset the sweep varied, plus any
+    other override the sweep varied (``.hydra/overrides.yaml``; seed and paths aside) -- so
+    ``method=on_policy method.feedback=none,failed_only`` gives two configurations, not two seeds
+    of one.  Where one method name comes from several group options (``on_policy_failed_only``
+    and ``on_policy_weighted`` are both ``on_policy``), the option names the row."""
     varied = [c for c in CONFIG_COLUMNS[1:] if df[c].dropna().nunique() > 1]
-    return df.apply(lambda r: " | ".join([str(r["method"])] + [f"{c}={r[c]}" for c in varied if pd.notna(r[c])]),
-                    axis=1)
+    overrides = [dict(t.split("=", 1) for t in str(v).split() if "=" in t) if isinstance(v, str) else {}
+                 for v in (df["overrides"] if "overrides" in df.columns else [None] * len(df))]
+    keys = sorted({k for o in overrides for k in o} - {"seed", "method", "experiment"})
+    keys = [k for k in keys if not k.startswith("hydra.") and len({o.get(k) for o in overrides}) > 1]
+    options: dict[str, set] = {}
+    for method, o in zip(df["method"], overrides):
+        options.setdefault(str(method), set()).add(o.get("method", str(method)))
+
+    def label(r, o):
+        name = str(r["method"])
+        if len(options.get(name, ())) > 1:
+            name = o.get("method", name)
+        parts = [name] + [f"{c}={r[c]}" for c in varied if pd.notna(r[c])]
+        return " | ".join(parts + [f"{k}={o[k]}" for k in keys if k in o])
+
+    return pd.Series([label(r, o) for (_, r), o in zip(df.iterrows(), overrides)], index=df.index, dtype=object)
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
