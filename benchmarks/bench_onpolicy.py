@@ -166,10 +166,16 @@ def main() -> int:
                                                                   args.warmup)
 
     med = {name: statistics.median(t.times[args.warmup:]) for name, t in results.items()}
+    if args.rollout_every > 1:  # a round's steps differ by design (the first samples for all): its mean
+        n = args.rollout_every
+        first = -(-args.warmup // n) * n  # the first round that starts after the warmup steps
+        rounds = results[f"rounds of {n}"].times[first:]
+        whole = rounds[:len(rounds) // n * n] or rounds  # give --steps >= 2 x N for a whole round
+        med[f"rounds of {n}"] = statistics.mean(whole)
     sft = med["SFT"]
     print(f"\nteacher top-{args.top_k} precompute (cached KD, once per teacher + data set): {pre_s:.1f} s "
           f"for {len(dm.items)} sequences")
-    print(f"{'mode':<10} {'s/step':>8} {'vs SFT':>7} {'vs KD':>6}")
+    print(f"{'mode':<10} {'s/step':>8} {'vs SFT':>7} {'vs KD':>6}   (medians; rounds: the mean over whole rounds)")
     for name, s in med.items():
         print(f"{name:<10} {s:8.3f} {s / sft:6.2f}x {s / med['KD cached']:5.2f}x")
     on = results["on-policy"]
@@ -182,10 +188,6 @@ def main() -> int:
     print(f"on-policy / SFT step time = {med['on-policy'] / sft:.2f}x; "
           f"on-policy / cached KD = {med['on-policy'] / med['KD cached']:.2f}x")
     if args.rollout_every > 1:  # means: a round's first step samples for the whole round
-        n = args.rollout_every
-        first = -(-args.warmup // n) * n  # the first round that starts after the warmup steps
-        rounds = results[f"rounds of {n}"].times[first:]
-        whole = rounds[:len(rounds) // n * n] or rounds  # give --steps >= 2 x N for a whole round
         per_step = statistics.mean(on.times[args.warmup:])
         print(f"on-policy in rounds of {n}: mean {statistics.mean(whole):.3f} s/step over {len(whole)} steps "
               f"(whole rounds) vs per-step sampling mean {per_step:.3f} s/step = "
