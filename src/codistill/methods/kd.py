@@ -106,19 +106,12 @@ class KD(EKT):
         """Across tokenizers: every pair through both tokenizers, its completion positions
         paired (:func:`codistill.training.cross_tokenizer.encode_cross`), into ``spec``;
         returns the teacher's items."""
-        import torch
-
-        from codistill.training.cross_tokenizer import encode_cross, tokenizer_piece_map, tokenizer_projection_map
+        from codistill.training.cross_tokenizer import encode_cross
         from codistill.training.kd import sequence_key
 
         cfg = ctx.cfg
         s_tok, t_tok = ctx.tokenizer("student"), ctx.tokenizer("teacher")
-        spec.vocab_size, spec.teacher_vocab_size = len(s_tok), len(t_tok)
-        spec.teacher_pad_id = t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id
-        if self.mode == "aligned":
-            spec.t2s = torch.from_numpy(tokenizer_piece_map(t_tok, s_tok, spec.teacher_vocab_size))
-        elif self.mode == "projected":
-            spec.t2s = torch.from_numpy(tokenizer_projection_map(t_tok, s_tok, spec.teacher_vocab_size))
+        self._cross_vocab(ctx, spec)
         spec.cross_items, teacher_items, n_pos, n_tok = {}, [], 0, 0
         for x in result.pairs:
             c = encode_cross(s_tok, t_tok, x["prompt"], x["completion"], max_len=cfg.train.max_seq_len,
@@ -134,6 +127,20 @@ class KD(EKT):
             key = "kd/shared_pieces" if self.mode == "aligned" else "kd/mapped_pieces"
             result.metrics[key] = int((spec.t2s >= 0).sum())
         return teacher_items
+
+    def _cross_vocab(self, ctx: RunContext, spec) -> None:
+        """Across tokenizers, into ``spec``: both vocabulary sizes, the teacher's pad id and, for
+        ``aligned`` / ``projected``, the teacher-id -> student-id map (kd and on_policy alike)."""
+        import torch
+
+        from codistill.training.cross_tokenizer import tokenizer_piece_map, tokenizer_projection_map
+
+        s_tok, t_tok = ctx.tokenizer("student"), ctx.tokenizer("teacher")
+        spec.cross, spec.vocab_size, spec.teacher_vocab_size = self.mode, len(s_tok), len(t_tok)
+        spec.teacher_pad_id = t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id
+        maps = {"aligned": tokenizer_piece_map, "projected": tokenizer_projection_map}
+        if self.mode in maps:
+            spec.t2s = torch.from_numpy(maps[self.mode](t_tok, s_tok, spec.teacher_vocab_size))
 
     def _precompute(self, ctx: RunContext, teacher, pairs: list[dict], teacher_items: list[dict] | None = None,
                     spec=None) -> tuple[str, dict]:

@@ -106,26 +106,11 @@ class OnPolicy(KD):
             rollout_temperature=m.rollout_temperature, rollout_every=m.rollout_every, max_len=cfg.train.max_seq_len,
             seed=cfg.seed, examples=examples, task=ctx.task,
             problems=list(ctx.train), rendered=rendered, timeout_s=cfg.task.timeout_s, memory_mb=cfg.task.memory_mb)
-        if self.mode != "shared":
-            self._cross_spec(ctx, result.plan.objective)
+        if self.mode != "shared":  # rows are encoded through both tokenizers in the training step
+            self._cross_vocab(ctx, result.plan.objective)
+            result.plan.objective.teacher_tokenizer = ctx.tokenizer("teacher")
             result.metrics.update({"kd/vocab_size": result.plan.objective.vocab_size,
                                    "kd/teacher_vocab_size": result.plan.objective.teacher_vocab_size})
         log.info("on_policy: %d teacher samples over %d problems; on-policy share %.2f, feedback %s",
                  len(examples), len({x["problem"] for x in examples}), m.lmbda, m.feedback)
         return result
-
-    def _cross_spec(self, ctx: RunContext, spec) -> None:
-        """Across tokenizers: both vocabularies, the teacher's tokenizer and pad id, the piece map
-        (``aligned``), into ``spec`` (rows are encoded in the training step)."""
-        import torch
-
-        from codistill.training.cross_tokenizer import tokenizer_piece_map, tokenizer_projection_map
-
-        s_tok, t_tok = ctx.tokenizer("student"), ctx.tokenizer("teacher")
-        spec.cross, spec.vocab_size, spec.teacher_vocab_size = self.mode, len(s_tok), len(t_tok)
-        spec.teacher_tokenizer = t_tok
-        spec.teacher_pad_id = t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id
-        if self.mode == "aligned":
-            spec.t2s = torch.from_numpy(tokenizer_piece_map(t_tok, s_tok, spec.teacher_vocab_size))
-        elif self.mode == "projected":
-            spec.t2s = torch.from_numpy(tokenizer_projection_map(t_tok, s_tok, spec.teacher_vocab_size))

@@ -348,28 +348,37 @@ class KDStudentLM(StudentLM):
         ULD, the aligned hybrid or the first-token projection (:mod:`codistill.training.losses`)."""
         s = self.spec
         ce = ce_loss(logits[:, :-1][keep], labels[keep])
-        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
-        m = batch["pos_mask"]
-        student = logits[:, :-1][rows, batch["s_pos"]][m][..., :s.vocab_size]  # [N, V_S]
-        t_pos = batch["t_pos"]
+        student = paired(logits, batch["s_pos"], batch["pos_mask"])[..., :s.vocab_size]  # [N, V_S]
         if self.teacher is not None:
-            with torch.no_grad():
-                t = self.teacher(input_ids=batch["teacher_input_ids"],
-                                 attention_mask=batch["teacher_attention_mask"]).logits
-                t = t[:, :-1][rows, t_pos][m][..., :s.teacher_vocab_size]
-                t_logp, t_ids, complete = F.log_softmax(t.float() / s.temperature, dim=-1), None, True
+            t_logp, t_ids, complete = self.teacher_paired_logp(batch), None, True
         elif "teacher_logp" in batch:
-            t_logp = batch["teacher_logp"][:, :-1][rows, t_pos][m]
-            t_ids, complete = batch["teacher_ids"][:, :-1][rows, t_pos][m], False
+            t_logp = paired(batch["teacher_logp"], batch["t_pos"], batch["pos_mask"])
+            t_ids, complete = paired(batch["teacher_ids"], batch["t_pos"], batch["pos_mask"]), False
         else:
             raise ValueError("KD needs a teacher: an online teacher model or batches with cached teacher_logp")
-        if s.cross == "uld":
-            kd = uld_loss(student, t_logp, complete=complete, temperature=s.temperature)
-        elif s.cross == "projected":
-            kd = projected_kd_loss(student, t_logp, t_ids, s.t2s, kind=s.loss, beta=s.beta, temperature=s.temperature)
-        else:
-            kd = aligned_kd_loss(student, t_logp, t_ids, s.t2s, kind=s.loss, beta=s.beta, temperature=s.temperature)
+        kd = self.cross_kd(student, t_logp, t_ids, kind=s.loss, complete=complete)
         return {"kd": kd, "ce": ce, "loss": mix(kd, ce, s.alpha)}
+
+    @torch.no_grad()
+    def teacher_paired_logp(self, batch: dict) -> torch.Tensor:
+        """The online teacher's log-probs (at ``temperature``) at the paired positions ``t_pos`` of
+        its own tokenization of the batch's rows: ``[N, V_T]``."""
+        s = self.spec
+        t = self.teacher(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                         use_cache=False).logits
+        t = paired(t, batch["t_pos"], batch["pos_mask"])[..., :s.teacher_vocab_size]
+        return F.log_softmax(t.float() / s.temperature, dim=-1)
+
+    def cross_kd(self, student: torch.Tensor, t_logp: torch.Tensor, t_ids: torch.Tensor | None, *, kind: str,
+                 complete: bool = True, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The KD term across tokenizers for ``spec.cross``: ULD (``beta``, ``kind`` unused), the
+        first-token projection or the aligned hybrid, over paired positions ``[N, ...]``."""
+        s = self.spec
+        if s.cross == "uld":
+            return uld_loss(student, t_logp, complete=complete, temperature=s.temperature, weights=weights)
+        loss = projected_kd_loss if s.cross == "projected" else aligned_kd_loss
+        return loss(student, t_logp, t_ids, s.t2s, kind=kind, beta=s.beta, temperature=s.temperature,
+                    weights=weights)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.losses(batch)  # tokens/s and MFU: StudentLM's batch hooks
@@ -381,6 +390,13 @@ class KDStudentLM(StudentLM):
                       "train/ce_loss": out["ce"].detach()}
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return out["loss"]
+
+
+def paired(x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` ``[B, T, ...]`` at the paired *shifted* positions ``pos`` ``[B, P]`` (index i:
+    the row predicting token i + 1), flattened over ``mask`` ``[B, P]``: ``[N, ...]``."""
+    rows = torch.arange(x.shape[0], device=x.device)[:, None]
+    return x[:, :-1][rows, pos][mask]
 
 
 def kd_modules(model, data: PairDataModule, cfg, spec: KDSpec, **speed) -> tuple[KDDataModule, KDStudentLM]:
@@ -396,4 +412,4 @@ def kd_modules(model, data: PairDataModule, cfg, spec: KDSpec, **speed) -> tuple
 
 
 __all__ = ["CrossDataset", "KDDataModule", "collate_cross", "KDSpec", "KDStudentLM", "TopKReader", "collate_topk", "kd_modules",
-           "precompute_topk", "sequence_key", "teacher_topk", "topk_cache_key"]
+           "paired", "precompute_topk", "sequence_key", "teacher_topk", "topk_cache_key"]

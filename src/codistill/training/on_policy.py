@@ -55,7 +55,7 @@ import pytorch_lightning as pl
 import torch
 
 from codistill.training.data import IGNORE, PairDataset, collate, encode_example
-from codistill.training.kd import KDSpec, KDStudentLM
+from codistill.training.kd import KDSpec, KDStudentLM, paired
 from codistill.training.losses import kd_loss
 from codistill.training.resume import ResumableLoader
 
@@ -83,8 +83,8 @@ class OnPolicySpec(KDSpec):
     rendered: list = field(default_factory=list)  # the student's zero-shot Prompt of each problem
     timeout_s: float = 5.0
     memory_mb: int = 1024
-    teacher_tokenizer: Any = None  # across tokenizers (cross uld / aligned): the teacher's tokenizer
-    max_len: int = 512  # across tokenizers: train.max_seq_len for encoding rows on the fly
+    teacher_tokenizer: Any = None  # across tokenizers (cross uld / aligned / projected): the teacher's tokenizer
+    max_len: int = 512  # train.max_seq_len, for rows encoded in the step (across tokenizers; a round's pool)
 
     def make_modules(self, model, data, cfg, **speed):
         """The (data module, LightningModule) pair :func:`codistill.training.kd.kd_modules` hands on."""
@@ -164,6 +164,13 @@ class VocabCut:
 
 
 # --------------------------------------------------------------------------- data
+def rollout_prompt_ids(tokenizer, prompt: str, *, max_len: int, max_new_tokens: int) -> list[int]:
+    """The prompt the student rolls out from: its tokens, left-truncated to leave
+    ``max_new_tokens`` of room in ``max_len``."""
+    room = max(1, max_len - max_new_tokens)
+    return tokenizer(prompt, add_special_tokens=False).input_ids[-room:]
+
+
 def collate_prompts(batch: list[dict], pad_id: int) -> dict:
     """:func:`collate` of the teacher samples, plus each row's ``prompt_ids`` (a list), its
     ``prompt`` and ``completion`` text (lists) and ``problem`` index, and weights 1."""
@@ -184,11 +191,10 @@ class OnPolicyDataModule(pl.LightningDataModule):
                  seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
         self.tokenizer, self.batch_size, self.seed, self.num_workers = tokenizer, batch_size, seed, num_workers
-        room = max(1, max_len - max_new_tokens)
         self.items = []
         for x in examples:
             enc = encode_example(tokenizer, x["prompt"], x["completion"], max_len=max_len, mask_prompt=True)
-            prompt = tokenizer(x["prompt"], add_special_tokens=False).input_ids[-room:]
+            prompt = rollout_prompt_ids(tokenizer, x["prompt"], max_len=max_len, max_new_tokens=max_new_tokens)
             self.items.append({**enc, "prompt_ids": prompt, "problem": int(x["problem"]), "prompt": x["prompt"],
                                "completion": x["completion"]})
         random.Random(seed).shuffle(self.items)
@@ -287,8 +293,8 @@ class OnPolicyStudentLM(KDStudentLM):
     def example_prompt_ids(self, i: int) -> list[int]:
         """Example ``i``'s prompt as the data module encodes it (left-truncated to leave room)."""
         if i not in self._prompt_ids:
-            room = max(1, self.spec.max_len - self.spec.max_new_tokens)
-            self._prompt_ids[i] = self.tok(self.spec.examples[i]["prompt"], add_special_tokens=False).input_ids[-room:]
+            self._prompt_ids[i] = rollout_prompt_ids(self.tok, self.spec.examples[i]["prompt"], max_len=self.spec.max_len,
+                                                     max_new_tokens=self.spec.max_new_tokens)
         return self._prompt_ids[i]
 
     def draw(self, prompt_ids: list[list[int]], prompts: list[str], problems: list[int]) -> dict:
@@ -388,34 +394,19 @@ class OnPolicyStudentLM(KDStudentLM):
 
     def cross_gkd_loss(self, batch: dict) -> torch.Tensor:
         """Across tokenizers: the student's logits at its paired positions (``s_pos``) against the
-        teacher's at the same text (``t_pos`` in the teacher's tokens): ULD (``cross=uld``; ``beta``
-        unused) or the aligned hybrid with the generalised JSD at ``beta`` on the shared pieces
-        (``cross=aligned``), each position weighted by its sequence's weight."""
-        import torch.nn.functional as F
-
-        from codistill.training.losses import aligned_kd_loss, projected_kd_loss, uld_loss
-
+        teacher's at the same text (``t_pos`` in the teacher's tokens), through
+        :meth:`~codistill.training.kd.KDStudentLM.cross_kd` with the generalised JSD at ``beta``
+        (ULD: ``beta`` unused), each position weighted by its sequence's weight."""
         s = self.spec
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             use_cache=False).logits
-        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
         m = batch["pos_mask"]
-        student = logits[:, :-1][rows, batch["s_pos"]][m][..., :s.vocab_size]
+        student = paired(logits, batch["s_pos"], m)[..., :s.vocab_size]
         weights = torch.broadcast_to(batch["weights"], m.shape)[m]
         t0 = time.perf_counter()
-        with torch.no_grad():
-            t = self.teacher(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
-                             use_cache=False).logits
-            t = t[:, :-1][rows, batch["t_pos"]][m][..., :s.teacher_vocab_size]
-            t_logp = F.log_softmax(t.float() / s.temperature, dim=-1)
+        t_logp = self.teacher_paired_logp(batch)
         self.last_times["teacher"] = time.perf_counter() - t0
-        if s.cross == "uld":
-            return uld_loss(student, t_logp, complete=True, temperature=s.temperature, weights=weights)
-        if s.cross == "projected":
-            return projected_kd_loss(student, t_logp, None, s.t2s, kind="jsd", beta=s.beta,
-                                     temperature=s.temperature, weights=weights)
-        return aligned_kd_loss(student, t_logp, None, s.t2s, kind="jsd", beta=s.beta, temperature=s.temperature,
-                               weights=weights)
+        return self.cross_kd(student, t_logp, None, kind="jsd", weights=weights)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         s = self.spec
@@ -443,4 +434,4 @@ class OnPolicyStudentLM(KDStudentLM):
 
 __all__ = ["FEEDBACK", "OnPolicyDataModule", "OnPolicySpec", "OnPolicyStudentLM", "collate_prompts",
            "completion_ids", "concat_batches", "feedback_weights", "on_policy_step",
-           "rollout_batch"]
+           "rollout_batch", "rollout_prompt_ids"]
