@@ -20,6 +20,7 @@ an interval covers 0, the difference the test set could resolve -- not a ranking
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     rows = []
     for d, m in jobs:
         row = {"job": str(d.relative_to(sweep_dir)) or ".", **{c: m.get(c) for c in ID_COLUMNS}}
-        row["overrides"] = " ".join(f"{k}={v}" for k, v in job_overrides(d).items())
+        row["overrides"] = json.dumps(job_overrides(d), sort_keys=True)  # a CSV cell; read by config_labels
         row.update({c: m[c] for c in pass_columns(m)})
         row.update({col: m.get(key) for key, col in DATA_COLUMNS.items()})
         row["time_s"] = m.get("time/total_s")
@@ -120,7 +121,7 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
     of one.  Where one method name comes from several group options (``on_policy_failed_only``
     and ``on_policy_weighted`` are both ``on_policy``), the option names the row."""
     varied = [c for c in CONFIG_COLUMNS[1:] if df[c].dropna().nunique() > 1]
-    overrides = [dict(t.split("=", 1) for t in str(v).split() if "=" in t) if isinstance(v, str) else {}
+    overrides = [json.loads(v) if isinstance(v, str) else {}
                  for v in (df["overrides"] if "overrides" in df.columns else [None] * len(df))]
     keys = sorted({k for o in overrides for k in o} - {"seed", "method", "experiment"})
     keys = [k for k in keys if not k.startswith("hydra.") and len({o.get(k) for o in overrides}) > 1]

@@ -103,7 +103,7 @@ def align(runs: list[dict[str, float]]) -> tuple[list[str], np.ndarray]:
 
 
 # --------------------------------------------------------------------------- intervals
-def clopper_pearson(successes: int, trials: int, alpha: float = 0.05) -> tuple[float, float]:
+def clopper_pearson(successes: float, trials: int, alpha: float = 0.05) -> tuple[float, float]:
     """Exact (Clopper-Pearson) two-sided interval of a binomial proportion.
 
     ``lo = Beta(alpha/2; x, n-x+1)``, ``hi = Beta(1-alpha/2; x+1, n-x)`` quantiles, with the
